@@ -1,0 +1,36 @@
+import type { Adapter } from 'oidc-provider';
+
+/** What oidc-provider's `adapter` option takes: a constructor given the model name. */
+export type AdapterFactory = new (model: string) => Adapter;
+
+/**
+ * Storage behind one interface: the Redis store in production, the in-memory store for local
+ * development. Both pass `test/store.contract.test.ts`. Keys given here are logical (`vault:…`,
+ * `consent:…`); each store adds its own prefix. The key layout is written down in
+ * `lib/store/README.md`.
+ */
+export interface Store {
+  /** Human-readable kind for logs: `redis` or `memory`. */
+  readonly kind: 'redis' | 'memory';
+  /** oidc-provider adapter class persisting its models in this store. */
+  readonly Adapter: AdapterFactory;
+
+  get(key: string): Promise<string | undefined>;
+  /** `ttlSeconds` absent → no expiry. */
+  set(key: string, value: string, ttlSeconds?: number): Promise<void>;
+  del(key: string): Promise<void>;
+  /** Atomic get-and-delete: what makes single-use values (upstream `state`) single-use. */
+  take(key: string): Promise<string | undefined>;
+  /** Set only when absent; true when this call set it. Locks are built on this. */
+  setIfAbsent(key: string, value: string, ttlSeconds: number): Promise<boolean>;
+  /** Delete only while the value is still `value` (release a lock we still own). */
+  deleteIfEquals(key: string, value: string): Promise<boolean>;
+
+  /** Boot check: round trip plus a real write, read and delete. Throws a StoreUnavailableError. */
+  check(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class StoreUnavailableError extends Error {
+  readonly code = 'STORE_UNAVAILABLE';
+}
