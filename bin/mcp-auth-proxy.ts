@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+// The web process: `npm start` locally, `bin/release`'s Procfile entry on Heroku.
+import { config as loadDotenv } from 'dotenv';
+import { ConfigError } from '../lib/config/index.ts';
+import { StartupError, connectInstructions, start } from '../lib/start.ts';
+import { IdentityError } from '../lib/identity/index.ts';
+import { log } from '../lib/telemetry/log.ts';
+
+// `.env` is for local work only; on Heroku the environment comes from config vars.
+if (process.env.NODE_ENV !== 'production') loadDotenv({ quiet: true });
+
+function fail(message: string): never {
+  process.stderr.write(`${message}\n`);
+  process.exit(1);
+}
+
+try {
+  const proxy = await start(process.env);
+  if (proxy.config.mode === 'development') process.stdout.write(connectInstructions(proxy.config));
+
+  let stopping = false;
+  const stop = async (signal: string, code: number) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('shutting down', { signal });
+    await proxy.close();
+    process.exit(code);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM', 0));
+  process.on('SIGINT', () => void stop('SIGINT', 0));
+  proxy.mcpServerExited?.then((exit) => {
+    if (stopping) return;
+    log.error('MCP server exited; stopping the proxy', { code: exit.code, signal: exit.signal });
+    void stop('mcp-server-exit', 1);
+  });
+} catch (error) {
+  if (error instanceof ConfigError || error instanceof StartupError || error instanceof IdentityError) {
+    fail(error.message);
+  }
+  fail(`start-up failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+}

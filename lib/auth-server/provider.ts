@@ -1,0 +1,120 @@
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Config } from '../config/types.ts';
+import type { Store } from '../store/types.ts';
+import type { Logger } from '../telemetry/log.ts';
+import type { Views } from '../views/index.ts';
+import type { KeyMaterial } from './keys.ts';
+import { isOurResource } from './resource.ts';
+
+/** Lifetimes, seconds. The vault keeps upstream credentials exactly as long as the grant. */
+export const TTL = {
+  AccessToken: 60 * 60,
+  AuthorizationCode: 60,
+  IdToken: 60 * 60,
+  // R20: the upstream round trip (consent + IdP login) must finish within ten minutes.
+  Interaction: 10 * 60,
+  RefreshToken: 30 * 24 * 60 * 60,
+  Grant: 30 * 24 * 60 * 60,
+  Session: 14 * 24 * 60 * 60,
+} as const;
+
+/** Scopes of the MCP resource: what tokens for `/mcp` may carry and challenges ask for. */
+export function resourceScopes(config: Config): string[] {
+  // R1: offline_access is about refresh tokens at this AS, never a resource permission.
+  return config.provider.scopes.filter((scope) => scope !== 'offline_access');
+}
+
+export interface ProviderDeps {
+  config: Config;
+  store: Store;
+  keys: KeyMaterial;
+  views: Views;
+  log: Logger;
+}
+
+export function createProvider({ config, store, keys, views, log }: ProviderDeps): Provider {
+  const resourceUrl = config.mcp.resourceUrl;
+  const scopes = resourceScopes(config);
+
+  const configuration: Configuration = {
+    adapter: store.Adapter,
+    jwks: keys.jwks as Configuration['jwks'],
+    cookies: {
+      keys: keys.cookieKeys,
+      long: { signed: true, httpOnly: true, sameSite: 'lax' },
+      short: { signed: true, httpOnly: true, sameSite: 'lax' },
+    },
+    clients: [],
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      id_token_signed_response_alg: 'RS256',
+    },
+    responseTypes: ['code'],
+    scopes: [...config.provider.scopes],
+    claims: { openid: ['sub'] },
+    findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+    // OAuth 2.1 §4.1.1: PKCE for every authorization code, confidential clients included.
+    // oidc-provider only knows S256, so `plain` is refused by construction (R10).
+    pkce: { required: () => true },
+    // MCP clients rarely ask for offline_access, yet without a refresh token they would send the
+    // user through the upstream login every hour.
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    expiresWithSession: async () => false,
+    rotateRefreshToken: true,
+    ttl: { ...TTL },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    features: {
+      devInteractions: { enabled: false },
+      registration: { enabled: true, initialAccessToken: false },
+      revocation: { enabled: true },
+      userinfo: { enabled: false },
+      resourceIndicators: {
+        enabled: true,
+        // R13: the only resource here is the MCP endpoint; an absent `resource` means it.
+        defaultResource: async () => resourceUrl,
+        useGrantedResource: async () => true,
+        getResourceServerInfo: async (_ctx, resource) => {
+          if (!isOurResource(resource, resourceUrl)) {
+            throw new errors.InvalidTarget(`resource must be ${resourceUrl}`);
+          }
+          return {
+            scope: scopes.join(' '),
+            audience: resourceUrl,
+            accessTokenFormat: 'opaque',
+            accessTokenTTL: TTL.AccessToken,
+          };
+        },
+      },
+    },
+    renderError: async (ctx: KoaContextWithOIDC, out, error) => {
+      // R16: errors raised before the client and redirect URI are verified are shown here, never
+      // redirected. 5xx details stay in the log.
+      const status = (error as { statusCode?: number }).statusCode ?? 500;
+      if (status >= 500) log.error('authorization server error', { error });
+      ctx.type = 'html';
+      ctx.set('Cache-Control', 'no-store');
+      ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
+      ctx.body = await views.render('error', {
+        title: 'Sign-in error',
+        heading: 'Sign-in could not continue',
+        message: status >= 500 ? 'An unexpected error occurred.' : (out.error_description ?? 'The request was not valid.'),
+        code: out.error,
+      });
+    },
+  };
+
+  const provider = new Provider(config.baseUrl, configuration);
+  // Heroku's router terminates TLS and says so in X-Forwarded-Proto (R18).
+  provider.proxy = true;
+
+  provider.on('server_error', (_ctx, error) => log.error('authorization server error', { error: error.message }));
+  const refused = (event: string) => (_ctx: unknown, error: Error & { error_description?: string }) =>
+    log.info('oauth request refused', { event, error: error.message, description: error.error_description });
+  provider.on('authorization.error', refused('authorization.error'));
+  provider.on('grant.error', refused('grant.error'));
+  provider.on('registration_create.error', refused('registration_create.error'));
+  provider.on('revocation.error', refused('revocation.error'));
+  return provider;
+}

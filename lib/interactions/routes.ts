@@ -1,0 +1,178 @@
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import express, { Router, type Request, type Response } from 'express';
+import type Provider from 'oidc-provider';
+import { TTL, resourceScopes } from '../auth-server/provider.ts';
+import type { Config } from '../config/types.ts';
+import { PageError } from '../http/errors.ts';
+import { IdentityError, type IdentityClient } from '../identity/index.ts';
+import type { Store } from '../store/types.ts';
+import type { Logger } from '../telemetry/log.ts';
+import type { Vault } from '../vault/index.ts';
+import type { Views } from '../views/index.ts';
+
+export const CALLBACK_PATH = '/interaction/identity/callback';
+
+/** What we remember between the consent POST and the upstream callback (R20). */
+interface PendingLogin {
+  uid: string;
+  codeVerifier: string;
+  nonce: string;
+}
+
+export function pendingLoginKey(state: string): string {
+  return `upstream-state:${createHash('sha256').update(state).digest('base64url')}`;
+}
+
+export interface InteractionDeps {
+  config: Config;
+  provider: Provider;
+  identity: IdentityClient;
+  store: Store;
+  vault: Vault;
+  views: Views;
+  csrfKey: Buffer;
+  log: Logger;
+}
+
+const epoch = (): number => Math.floor(Date.now() / 1000);
+
+function describeRedirect(redirectUri: unknown): string {
+  const url = typeof redirectUri === 'string' ? URL.parse(redirectUri) : null;
+  if (!url) return 'an unknown address';
+  return url.protocol === 'http:' || url.protocol === 'https:' ? url.host : `${url.protocol}//${url.host}`;
+}
+
+export function interactionRoutes(deps: InteractionDeps): Router {
+  const { config, provider, identity, store, vault, views, csrfKey, log } = deps;
+  const router = Router();
+  const form = express.urlencoded({ extended: false, limit: '8kb' });
+
+  // The interaction cookie already binds the form to this browser; the HMAC token is the
+  // belt to those braces (R19), and holds even where a browser ignores SameSite.
+  const csrfFor = (uid: string): string => createHmac('sha256', csrfKey).update(`csrf:${uid}`).digest('base64url');
+  const assertCsrf = (req: Request, uid: string): void => {
+    const sent = Buffer.from(typeof req.body?.csrf === 'string' ? req.body.csrf : '');
+    const expected = Buffer.from(csrfFor(uid));
+    if (sent.length !== expected.length || !timingSafeEqual(sent, expected)) {
+      throw new PageError(403, 'Request not accepted', 'This form was not submitted from the login page. Start the login again from your application.', 'csrf_mismatch');
+    }
+  };
+
+  const details = async (req: Request, res: Response) => {
+    try {
+      return await provider.interactionDetails(req, res);
+    } catch {
+      throw new PageError(
+        400,
+        'Login expired',
+        'This login link has expired or was opened in a different browser. Start the login again from your application.',
+        'interaction_not_found',
+      );
+    }
+  };
+
+  router.get(CALLBACK_PATH, async (req, res) => {
+    const state = typeof req.query.state === 'string' ? req.query.state : '';
+    if (!state) {
+      throw new PageError(400, 'Login not accepted', 'The identity provider sent no state parameter, so this login cannot be trusted.', 'state_missing');
+    }
+    const raw = await store.take(pendingLoginKey(state));
+    if (!raw) {
+      throw new PageError(400, 'Login not accepted', 'This login is unknown, expired or was already used. Start the login again from your application.', 'state_mismatch');
+    }
+    const pending = JSON.parse(raw) as PendingLogin;
+    const interaction = await provider.Interaction.find(pending.uid);
+    if (!interaction) {
+      throw new PageError(400, 'Login expired', 'This login took too long. Start the login again from your application.', 'interaction_not_found');
+    }
+    const finish = async (result: Record<string, unknown>) => {
+      interaction.result = result;
+      await interaction.save(Math.max(1, (interaction.exp ?? epoch() + 60) - epoch()));
+      // oidc-provider's resume endpoint checks its resume cookie: only the browser that started
+      // this authorization request can collect the result.
+      res.redirect(303, interaction.returnTo);
+    };
+
+    if (typeof req.query.error === 'string') {
+      log.info('upstream login refused', { upstream_error: req.query.error });
+      await finish({ error: 'access_denied', error_description: 'the identity provider did not authorize the login' });
+      return;
+    }
+
+    let login;
+    try {
+      login = await identity.exchange(new URL(req.originalUrl, config.baseUrl), { state, ...pending });
+    } catch (error) {
+      const code = error instanceof IdentityError ? error.code : 'IDENTITY_REJECTED';
+      log.warn('upstream login failed', { code, error: error instanceof Error ? error.message : String(error) });
+      if (code === 'IDENTITY_NO_ACCOUNT_ID') {
+        throw new PageError(502, 'Login failed', 'The identity provider did not say who you are, so you cannot be logged in.', 'no_account_id');
+      }
+      if (code === 'IDENTITY_TRANSIENT') {
+        throw new PageError(502, 'Identity provider unavailable', 'The identity provider could not be reached. Please try again shortly.', 'upstream_unavailable');
+      }
+      throw new PageError(400, 'Login failed', 'The identity provider did not accept this login. Start the login again from your application.', 'upstream_rejected');
+    }
+
+    const clientId = String(interaction.params.client_id);
+    const requested = String(interaction.params.scope ?? '').split(' ').filter(Boolean);
+    const offered = new Set(config.provider.scopes);
+    const forResource = new Set(resourceScopes(config));
+    // R22: the upstream credentials belong to this grant — this user at this client — and to
+    // nothing shared between users, such as the client record.
+    const grant = new provider.Grant({ accountId: login.accountId, clientId });
+    const oidcScopes = requested.filter((scope) => offered.has(scope));
+    if (oidcScopes.length > 0) grant.addOIDCScope(oidcScopes.join(' '));
+    grant.addResourceScope(config.mcp.resourceUrl, requested.filter((scope) => forResource.has(scope)).join(' '));
+    const grantId = await grant.save();
+    await vault.put(grantId, { accountId: login.accountId, clientId, expiresAt: epoch() + TTL.Grant, credentials: login.credentials });
+    log.info('login completed', { client_id: clientId, grant_id: grantId });
+    await finish({ login: { accountId: login.accountId }, consent: { grantId } });
+  });
+
+  router.get('/interaction/:uid', async (req, res) => {
+    const interaction = await details(req, res);
+    const client = await provider.Client.find(String(interaction.params.client_id));
+    if (!client) throw new PageError(400, 'Unknown application', 'The application that sent you here is not registered.', 'invalid_client');
+    await views.send(res, 200, 'confirm-login', {
+      title: 'Confirm login',
+      clientName: client.clientName ?? client.clientId,
+      clientId: client.clientId,
+      redirectHost: describeRedirect(interaction.params.redirect_uri),
+      resource: config.mcp.resourceUrl,
+      identityIssuer: identity.issuer,
+      upstreamScope: identity.scope,
+      csrf: csrfFor(interaction.uid),
+      confirmAction: `/interaction/${interaction.uid}/confirm`,
+      abortAction: `/interaction/${interaction.uid}/abort`,
+    });
+  });
+
+  router.post('/interaction/:uid/confirm', form, async (req, res) => {
+    const interaction = await details(req, res);
+    assertCsrf(req, interaction.uid);
+    const state = randomBytes(32).toString('base64url');
+    const pending: PendingLogin = {
+      uid: interaction.uid,
+      codeVerifier: randomBytes(48).toString('base64url'),
+      nonce: randomBytes(24).toString('base64url'),
+    };
+    // R20: the state exists server-side only from consent on, is single-use (take), and dies
+    // with the interaction.
+    await store.set(pendingLoginKey(state), JSON.stringify(pending), TTL.Interaction);
+    res.redirect(303, (await identity.authorizationUrl({ state, ...pending })).href);
+  });
+
+  router.post('/interaction/:uid/abort', form, async (req, res) => {
+    const interaction = await details(req, res);
+    assertCsrf(req, interaction.uid);
+    await provider.interactionFinished(
+      req,
+      res,
+      { error: 'access_denied', error_description: 'the user cancelled the login' },
+      { mergeWithLastSubmission: false },
+    );
+  });
+
+  return router;
+}
