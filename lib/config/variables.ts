@@ -1,0 +1,250 @@
+/**
+ * Every environment variable the proxy reads, with its documentation next to it, so that the
+ * examples printed in configuration errors, `VARIABLES.md` and `.env.template` cannot drift apart
+ * (test/config.test.ts compares them with this table).
+ */
+export interface VariableDoc {
+  readonly name: string;
+  /** What production asks of it: `yes`, `no`, or the condition under which it is needed. */
+  readonly production: string;
+  /** Value used in development when unset; `—` for none. */
+  readonly development: string;
+  readonly meaning: string;
+  /** A good value, shown in error messages. */
+  readonly example: string;
+}
+
+export const VARIABLES: readonly VariableDoc[] = [
+  {
+    name: 'NODE_ENV',
+    production: 'yes (`production`)',
+    development: 'development mode',
+    meaning:
+      '`production` turns on production checks and refuses every development fallback; any other value means development.',
+    example: 'production',
+  },
+  {
+    name: 'PORT',
+    production: 'no (Heroku sets it)',
+    development: '`3000`',
+    meaning: 'Port the proxy listens on, 0–65535.',
+    example: '3000',
+  },
+  {
+    name: 'BASE_URL',
+    production: 'yes',
+    development: '`http://localhost:$PORT`',
+    meaning:
+      'Public URL of the proxy, also the OAuth issuer. https in production; no query or fragment; a trailing slash is dropped.',
+    example: 'https://my-mcp-app.herokuapp.com',
+  },
+  {
+    name: 'LOCAL_INSECURE',
+    production: 'refused when `true`',
+    development: '`false`',
+    meaning:
+      '`true` allows plain-http loopback upstreams (identity provider, client metadata documents) for local development. Printed as a warning at start-up.',
+    example: 'true',
+  },
+  {
+    name: 'LOG_LEVEL',
+    production: 'no',
+    development: '`info`',
+    meaning: 'Least severe log level printed: `debug`, `info`, `warn` or `error`.',
+    example: 'info',
+  },
+  {
+    name: 'MCP_SERVER_URL',
+    production: 'yes',
+    development: 'the example MCP server, `http://127.0.0.1:$PORT+1/mcp`',
+    meaning:
+      'Where the MCP server listens, including its endpoint path; that path (e.g. `/mcp`) is also the public MCP path on the proxy. Must not be the proxy itself.',
+    example: 'http://127.0.0.1:8080/mcp',
+  },
+  {
+    name: 'MCP_SERVER_RUN_COMMAND',
+    production: 'yes, unless `MCP_SERVER_URL` is a server that is already running',
+    development: 'the example MCP server when `MCP_SERVER_URL` is unset too',
+    meaning: 'Command the proxy starts and supervises as the MCP server.',
+    example: 'node',
+  },
+  {
+    name: 'MCP_SERVER_RUN_ARGS_JSON',
+    production: 'no',
+    development: '`[]`',
+    meaning: 'Arguments of `MCP_SERVER_RUN_COMMAND`, a JSON array of strings.',
+    example: '["dist/server.js","--port","8080"]',
+  },
+  {
+    name: 'MCP_SERVER_RUN_DIR',
+    production: 'no',
+    development: 'the proxy’s working directory',
+    meaning:
+      'Working directory of the MCP server process: an existing directory, relative paths resolved against the proxy’s working directory.',
+    example: 'mcp-server',
+  },
+  {
+    name: 'MCP_SERVER_RUN_ENV_JSON',
+    production: 'no',
+    development: '`{}`',
+    meaning:
+      'Extra environment variables of the MCP server process, a JSON object of string values.',
+    example: '{"PORT":"8080"}',
+  },
+  {
+    name: 'MCP_AUTH_PROXY_REDIS_URL',
+    production: 'yes (or `REDIS_URL`)',
+    development: 'in-memory store, lost at restart',
+    meaning:
+      'Redis holding clients, grants, sessions and encrypted upstream tokens; `redis://` or `rediss://`.',
+    example: 'rediss://:password@redis.example.com:6380',
+  },
+  {
+    name: 'REDIS_URL',
+    production: 'when `MCP_AUTH_PROXY_REDIS_URL` is unset',
+    development: '—',
+    meaning:
+      'Fallback for `MCP_AUTH_PROXY_REDIS_URL`; set by the Heroku Key-Value Store add-on. `MCP_AUTH_PROXY_REDIS_URL` wins when both are set.',
+    example: 'rediss://:password@redis.example.com:6380',
+  },
+  {
+    name: 'MCP_AUTH_PROXY_REDIS_KEY_PREFIX',
+    production: 'no',
+    development: '`mcp-auth-proxy:`',
+    meaning: 'Prefix of every Redis key, so that several apps can share one Redis.',
+    example: 'mcp-auth-proxy:',
+  },
+  {
+    name: 'REDIS_TLS_REJECT_UNAUTHORIZED',
+    production: 'no',
+    development: '`false`',
+    meaning:
+      '`true` verifies the Redis TLS certificate. Off by default because Heroku Key-Value Store presents self-signed certificates.',
+    example: 'false',
+  },
+  {
+    name: 'OIDC_PROVIDER_JWKS',
+    production: 'yes',
+    development: 'an ephemeral key, new at every start',
+    meaning:
+      'Private signing keys, a JSON `{"keys":[…]}` of private JWKs (RSA, EC P-256 or OKP Ed25519 for signing). A secret.',
+    example: '{"keys":[{"kty":"EC","crv":"P-256","x":"…","y":"…","d":"…"}]}',
+  },
+  {
+    name: 'OIDC_PROVIDER_VIEWS_PATH',
+    production: 'no',
+    development: 'built-in views',
+    meaning:
+      'Absolute path of a directory whose templates replace the built-in views, file by file.',
+    example: '/app/views',
+  },
+  {
+    name: 'PROVIDER_SCOPE',
+    production: 'no',
+    development: '`openid offline_access`',
+    meaning: 'Scopes this authorization server offers, space separated; must include `openid`.',
+    example: 'openid offline_access',
+  },
+  {
+    name: 'IDENTITY_SERVER_URL',
+    production: 'yes, or `IDENTITY_SERVER_METADATA_FILE`',
+    development: 'the embedded development identity provider when no `IDENTITY_*` is set',
+    meaning:
+      'Issuer of the upstream identity provider, found through OpenID Connect discovery. https (plain http only for loopback with `LOCAL_INSECURE=true`).',
+    example: 'https://accounts.google.com',
+  },
+  {
+    name: 'IDENTITY_SERVER_METADATA_FILE',
+    production: 'yes, or `IDENTITY_SERVER_URL`',
+    development: '—',
+    meaning:
+      'JSON file with the upstream provider’s metadata (`issuer`, `authorization_endpoint`, `token_endpoint`, …), for providers without discovery. Relative paths resolved against the working directory.',
+    example: 'config/github-metadata.json',
+  },
+  {
+    name: 'IDENTITY_CLIENT_ID',
+    production: 'yes',
+    development: '—',
+    meaning: 'Client id of this proxy at the upstream identity provider.',
+    example: 'mcp-auth-proxy',
+  },
+  {
+    name: 'IDENTITY_CLIENT_SECRET',
+    production: 'no (unset: public client)',
+    development: '—',
+    meaning: 'Client secret at the upstream identity provider. A secret.',
+    example: 's3cr3t',
+  },
+  {
+    name: 'IDENTITY_SCOPE',
+    production: 'no',
+    development: '`openid`',
+    meaning:
+      'Scope requested from the upstream identity provider, space separated. The default only suits OpenID Connect providers; others (e.g. GitHub) need their own scopes.',
+    example: 'openid profile email offline_access',
+  },
+  {
+    name: 'MCP_PROXY_MAX_BODY_BYTES',
+    production: 'no',
+    development: '`4194304` (4 MiB)',
+    meaning: 'Largest request body accepted on the MCP endpoint, in bytes; at least 1024.',
+    example: '4194304',
+  },
+  {
+    name: 'MCP_PROXY_ALLOWED_ORIGINS',
+    production: 'no',
+    development: 'only the proxy’s own origin',
+    meaning:
+      'Extra browser origins allowed to call the MCP endpoint, comma separated, each `scheme://host[:port]`.',
+    example: 'https://app.example.com,http://localhost:5173',
+  },
+  {
+    name: 'OTEL_EXPORTER_OTLP_ENDPOINT',
+    production: 'no',
+    development: 'no tracing',
+    meaning:
+      'OTLP/HTTP base URL for traces (`/v1/traces` is appended by the exporter). The other `OTEL_*` variables are read by the OpenTelemetry SDK itself.',
+    example: 'https://otlp.example.com',
+  },
+  {
+    name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+    production: 'no',
+    development: 'no tracing',
+    meaning: 'Full OTLP/HTTP traces URL; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.',
+    example: 'https://otlp.example.com/v1/traces',
+  },
+  {
+    name: 'OTEL_SERVICE_NAME',
+    production: 'no',
+    development: '`mcp-remote-auth-proxy`',
+    meaning: 'Service name on traces.',
+    example: 'mcp-remote-auth-proxy',
+  },
+];
+
+const BY_NAME = new Map(VARIABLES.map((variable) => [variable.name, variable]));
+
+export function exampleOf(name: string): string {
+  const variable = BY_NAME.get(name);
+  if (!variable) throw new Error(`undocumented configuration variable ${name}`);
+  return variable.example;
+}
+
+export function isKnownVariable(name: string): boolean {
+  return BY_NAME.has(name);
+}
+
+/** The table pasted into the README; `lib/config/VARIABLES.md` must equal this output. */
+export function renderVariablesMarkdown(): string {
+  const cell = (text: string) => text.replaceAll('|', '\\|');
+  const rows = VARIABLES.map(
+    (v) =>
+      `| \`${v.name}\` | ${cell(v.production)} | ${cell(v.development)} | ${cell(v.meaning)} Example: \`${cell(v.example)}\` |`,
+  );
+  return [
+    '| Variable | Required in production | Default (development) | Meaning and example |',
+    '| --- | --- | --- | --- |',
+    ...rows,
+    '',
+  ].join('\n');
+}

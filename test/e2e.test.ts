@@ -1,0 +1,314 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { expect } from 'chai';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { createBrowser } from './helpers/browser.ts';
+import { authorizeInBrowser, connectClient, freePort, startStack, TestOAuthClient, type Stack } from './helpers/stack.ts';
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+
+interface WhoAmI {
+  tokenSha256?: string;
+  userId?: string;
+  dynamicClientId?: string;
+}
+
+async function whoami(client: Client): Promise<WhoAmI> {
+  const result = (await client.callTool({ name: 'whoami', arguments: {} })) as { content: { text: string }[] };
+  return JSON.parse(result.content[0]!.text) as WhoAmI;
+}
+
+async function register(baseUrl: string, metadata: Record<string, unknown>): Promise<Response> {
+  return fetch(`${baseUrl}/reg`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(metadata),
+  });
+}
+
+describe('end to end: an MCP client logs in through the proxy and calls tools', function () {
+  let stack: Stack;
+  let alice: TestOAuthClient;
+  let aliceClient: Client;
+
+  before(async function () {
+    stack = await startStack();
+    alice = new TestOAuthClient({ user: 'alice' });
+    aliceClient = await connectClient(stack.mcpUrl, alice);
+  });
+  after(async function () {
+    await aliceClient?.close();
+    await stack?.close();
+  });
+
+  it('registers, logs in upstream, and lists and calls tools', async function () {
+    expect(alice.info?.client_id, 'dynamic client registration').to.be.a('string');
+    expect(alice.lastRedirect?.searchParams.get('iss'), 'RFC 9207 iss').to.equal(stack.baseUrl);
+    const { tools } = await aliceClient.listTools();
+    expect(tools.map((t) => t.name)).to.include.members(['echo', 'whoami', 'add']);
+    const sum = (await aliceClient.callTool({ name: 'add', arguments: { a: 2, b: 3 } })) as { content: { text: string }[] };
+    expect(sum.content[0]!.text).to.contain('5');
+  });
+
+  it('R4: the MCP server sees the upstream token and identity headers, never our token', async function () {
+    const seen = await whoami(aliceClient);
+    const ours = sha256(alice.savedTokens!.access_token);
+    expect(seen.tokenSha256).to.match(/^[0-9a-f]{64}$/);
+    expect(seen.tokenSha256).to.not.equal(ours);
+    expect(stack.mcp.locals.seenTokenHashes.has(ours)).to.equal(false);
+    expect(seen.userId).to.equal('alice');
+    expect(seen.dynamicClientId).to.equal(alice.info?.client_id);
+  });
+
+  it('R22: two users of one client get their own upstream tokens', async function () {
+    const bob = new TestOAuthClient({ user: 'bob' });
+    bob.info = alice.info;
+    const bobClient = await connectClient(stack.mcpUrl, bob);
+    try {
+      const [a, b] = [await whoami(aliceClient), await whoami(bobClient)];
+      expect(b.userId).to.equal('bob');
+      expect(a.userId).to.equal('alice');
+      expect(b.tokenSha256).to.not.equal(a.tokenSha256);
+    } finally {
+      await bobClient.close();
+    }
+  });
+
+  it('refreshes an expired upstream token once and retries the call', async function () {
+    const before = await whoami(aliceClient);
+    const refreshes = stack.idp.stats.refreshes;
+    await stack.idp.expireAccessTokens();
+    const after = await whoami(aliceClient);
+    expect(stack.idp.stats.refreshes).to.equal(refreshes + 1);
+    expect(after.tokenSha256).to.not.equal(before.tokenSha256);
+    // The new token is kept: the next call needs no refresh.
+    await whoami(aliceClient);
+    expect(stack.idp.stats.refreshes).to.equal(refreshes + 1);
+  });
+
+  it('loses no client and no grant when the proxy restarts (Redis)', async function () {
+    const loginsBefore = stack.idp.stats.codeExchanges;
+    await stack.restart();
+    const again = await connectClient(stack.mcpUrl, alice);
+    try {
+      expect((await whoami(again)).userId).to.equal('alice');
+      expect(stack.idp.stats.codeExchanges, 'no new login').to.equal(loginsBefore);
+    } finally {
+      await again.close();
+    }
+  });
+
+  describe('R2: bad tokens get 401 with the challenge, never 500', function () {
+    const cases: [string, Record<string, string>, string, string | undefined][] = [
+      ['no token', {}, '', undefined],
+      ['an unknown token', { authorization: 'Bearer not-a-real-token' }, '', 'invalid_token'],
+      ['a malformed header', { authorization: 'Basic Zm9vOmJhcg==' }, '', 'invalid_request'],
+      ['a token in the query string (R3)', {}, '?access_token=abc', 'invalid_request'],
+    ];
+    for (const [name, headers, query, error] of cases) {
+      it(name, async function () {
+        const res = await fetch(`${stack.mcpUrl}${query}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+          body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+        });
+        expect(res.status).to.equal(401);
+        const challenge = res.headers.get('www-authenticate') ?? '';
+        expect(challenge).to.match(/^Bearer /);
+        expect(challenge).to.contain(`resource_metadata="${stack.baseUrl}/.well-known/oauth-protected-resource/mcp"`);
+        if (error) expect(challenge).to.contain(`error="${error}"`);
+        else expect(challenge).to.not.contain('error=');
+      });
+    }
+
+    it('an upstream token sent to us is not accepted as ours (R4)', async function () {
+      const upstreamLike = await fetch(`${stack.idp.issuer}/me`).then(() => 'x'.repeat(43));
+      const res = await fetch(stack.mcpUrl, { headers: { authorization: `Bearer ${upstreamLike}` } });
+      expect(res.status).to.equal(401);
+    });
+  });
+
+  describe('the upstream callback', function () {
+    it('refuses a callback without state, as a page and not a redirect', async function () {
+      const res = await fetch(`${stack.baseUrl}/interaction/identity/callback?code=abc`, { redirect: 'manual' });
+      expect(res.status).to.equal(400);
+      expect(res.headers.get('location')).to.equal(null);
+      expect(await res.text()).to.contain('no state');
+    });
+
+    it('refuses a callback with an unknown state', async function () {
+      const res = await fetch(`${stack.baseUrl}/interaction/identity/callback?code=abc&state=forged`, { redirect: 'manual' });
+      expect(res.status).to.equal(400);
+      expect(res.headers.get('location')).to.equal(null);
+      expect(await res.text()).to.contain('unknown, expired or was already used');
+    });
+  });
+
+  it('cancel on the consent page returns access_denied to the client', async function () {
+    const oauth = new TestOAuthClient();
+    const reg = await register(stack.baseUrl, oauth.clientMetadata);
+    const { client_id } = (await reg.json()) as { client_id: string };
+    const url = new URL(`${stack.baseUrl}/auth`);
+    url.search = new URLSearchParams({
+      client_id,
+      response_type: 'code',
+      redirect_uri: oauth.redirectUrl,
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
+      scope: 'openid',
+      state: 'client-state',
+    }).toString();
+    const back = await authorizeInBrowser(createBrowser(), url.href, oauth.redirectUrl, { decision: 'cancel' });
+    expect(back.searchParams.get('error')).to.equal('access_denied');
+    expect(back.searchParams.get('state')).to.equal('client-state');
+  });
+
+  it('nothing sent at registration marks a client as consented', async function () {
+    const oauth = new TestOAuthClient();
+    const reg = await register(stack.baseUrl, { ...oauth.clientMetadata, consented: true, skip_consent: true, trusted: true });
+    expect(reg.status).to.equal(201);
+    const { client_id } = (await reg.json()) as { client_id: string };
+    const url = `${stack.baseUrl}/auth?${new URLSearchParams({
+      client_id,
+      response_type: 'code',
+      redirect_uri: oauth.redirectUrl,
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
+      scope: 'openid',
+    })}`;
+    const page = await createBrowser().follow(url);
+    expect(page.status).to.equal(200);
+    expect(page.body).to.contain('Confirm login');
+  });
+});
+
+describe('registration of native clients', function () {
+  let stack: Stack;
+  before(async function () {
+    stack = await startStack({ redis: false });
+  });
+  after(async function () {
+    await stack?.close();
+  });
+
+  it('accepts loopback redirects and private-use schemes', async function () {
+    const res = await register(stack.baseUrl, {
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      redirect_uris: ['http://127.0.0.1/callback', 'http://localhost:8787/callback', 'cursor://anysphere.cursor-mcp/oauth/callback'],
+    });
+    expect(res.status).to.equal(201);
+  });
+
+  it('refuses javascript: redirect URIs', async function () {
+    const res = await register(stack.baseUrl, { application_type: 'native', redirect_uris: ['javascript:alert(1)'] });
+    expect(res.status).to.equal(400);
+    expect(((await res.json()) as { error: string }).error).to.equal('invalid_redirect_uri');
+  });
+
+  it('serves one issuer in PRM, RFC 8414 and OIDC discovery (R1, R9)', async function () {
+    const prm = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-protected-resource/mcp`)).json()) as Record<string, unknown>;
+    const root = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-protected-resource`)).json()) as Record<string, unknown>;
+    const as = await fetch(`${stack.baseUrl}/.well-known/oauth-authorization-server`);
+    const oidc = (await (await fetch(`${stack.baseUrl}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+    expect(as.headers.get('content-type')).to.match(/^application\/json/);
+    const asBody = (await as.json()) as Record<string, unknown>;
+    expect(prm.resource).to.equal(`${stack.baseUrl}/mcp`);
+    expect(root).to.deep.equal(prm);
+    expect(prm.authorization_servers).to.deep.equal([asBody.issuer]);
+    expect(prm.scopes_supported).to.not.include('offline_access');
+    expect(asBody).to.deep.equal(oidc);
+    expect(asBody.code_challenge_methods_supported).to.deep.equal(['S256']);
+  });
+});
+
+describe('start-up failures name what and where', function () {
+  it('an unreachable Redis', async function () {
+    const stack = await startStack({ redis: false });
+    await stack.proxy.close();
+    const { start } = await import('../lib/start.ts');
+    const error = await start({ ...stack.env, MCP_AUTH_PROXY_REDIS_URL: 'redis://:hunter2@127.0.0.1:1' }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    await stack.close().catch(() => undefined);
+    expect(error?.message).to.contain('127.0.0.1:1');
+    expect(error?.message).to.not.contain('hunter2');
+  });
+
+  it('an unreachable identity provider', async function () {
+    const port = await freePort();
+    const { start } = await import('../lib/start.ts');
+    const error = await start({
+      PORT: String(port),
+      LOCAL_INSECURE: 'true',
+      IDENTITY_SERVER_URL: 'http://127.0.0.1:1',
+      IDENTITY_CLIENT_ID: 'x',
+      MCP_SERVER_URL: 'http://127.0.0.1:2/mcp',
+    }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(error?.message).to.contain('identity provider at http://127.0.0.1:1/');
+  });
+});
+
+describe('the web process (bin/mcp-auth-proxy.ts)', function () {
+  function run(env: NodeJS.ProcessEnv, until?: RegExp): Promise<{ code: number | null; stdout: string; stderr: string; kill: () => void }> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+        cwd: new URL('..', import.meta.url).pathname,
+      });
+      let stdout = '';
+      let stderr = '';
+      const kill = () => child.kill('SIGTERM');
+      child.stdout.on('data', (chunk) => {
+        stdout += chunk;
+        if (until?.test(stdout)) resolve({ code: null, stdout, stderr, kill });
+      });
+      child.stderr.on('data', (chunk) => (stderr += chunk));
+      child.on('exit', (code) => resolve({ code, stdout, stderr, kill }));
+    });
+  }
+
+  it('with invalid production configuration lists every problem and exits 1, no stack trace', async function () {
+    const result = await run({ NODE_ENV: 'production', PORT: 'eighty', MCP_SERVER_URL: 'not a url' });
+    expect(result.code).to.equal(1);
+    for (const variable of ['PORT', 'BASE_URL', 'MCP_SERVER_URL', 'MCP_AUTH_PROXY_REDIS_URL', 'OIDC_PROVIDER_JWKS', 'IDENTITY_SERVER_URL']) {
+      expect(result.stderr).to.contain(variable);
+    }
+    expect(result.stderr).to.not.match(/\n\s+at /);
+  });
+
+  it('exits non-zero when the MCP server exits', async function () {
+    this.timeout(60_000);
+    const [port, mcpPort] = [await freePort(), await freePort()];
+    const script = `require('http').createServer((q,s)=>s.end()).listen(${mcpPort},'127.0.0.1',()=>setTimeout(()=>process.exit(3),1500))`;
+    const result = await run({
+      PORT: String(port),
+      MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+      MCP_SERVER_RUN_COMMAND: process.execPath,
+      MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['-e', script]),
+    });
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('MCP server exited');
+  });
+
+  it('npm start with no configuration runs everything locally and prints how to connect', async function () {
+    this.timeout(60_000);
+    const port = await freePort();
+    const started = await run({ PORT: String(port) }, /inspector.*\n.*\n.*mcp-remote.*\n/);
+    try {
+      expect(started.code).to.equal(null);
+      const mcpUrl = `http://localhost:${port}/mcp`;
+      expect(started.stdout).to.contain(`npx -y @modelcontextprotocol/inspector --transport http --server-url ${mcpUrl}`);
+      const client = await connectClient(mcpUrl, new TestOAuthClient({ user: 'dev' }));
+      const result = (await client.callTool({ name: 'echo', arguments: { text: 'local' } })) as { content: { text: string }[] };
+      expect(result.content[0]!.text).to.contain('local');
+      await client.close();
+    } finally {
+      started.kill();
+    }
+  });
+});

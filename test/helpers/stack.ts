@@ -1,0 +1,204 @@
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import { Redis } from 'ioredis';
+import { ephemeralJwks } from '../../lib/auth-server/keys.ts';
+import { createExampleMcpServer, type ExampleMcpServerApp } from '../../lib/dev/example-mcp-server.ts';
+import { startDevIdentityProvider, type DevIdentityProvider } from '../../lib/dev/identity-provider.ts';
+import { start, type RunningProxy } from '../../lib/start.ts';
+import { createBrowser, type Browser } from './browser.ts';
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export interface Stack {
+  baseUrl: string;
+  mcpUrl: string;
+  env: NodeJS.ProcessEnv;
+  idp: DevIdentityProvider;
+  mcp: ExampleMcpServerApp;
+  proxy: RunningProxy;
+  /** Stops the proxy and starts it again on the same port, store and keys. */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  /** Default true: the real Redis from .env-test. false: the in-memory store. */
+  redis?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * The whole system on loopback: the development identity provider as the real upstream IdP, the
+ * example MCP server demanding valid upstream tokens (checked at the IdP's userinfo endpoint),
+ * and the proxy started through the same `start()` the web process uses.
+ */
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const port = await freePort();
+  // localhost, not 127.0.0.1: browsers share cookies across ports of one host, and the IdP
+  // listens on 127.0.0.1.
+  const baseUrl = `http://localhost:${port}`;
+  const idp = await startDevIdentityProvider({
+    redirectUris: [`${baseUrl}/interaction/identity/callback`],
+    tokenEndpointAuthMethod: 'client_secret_post',
+  });
+  const mcp = createExampleMcpServer({ userinfoUrl: `${idp.issuer}/me` });
+  const mcpServer: Server = mcp.listen(0, '127.0.0.1');
+  await once(mcpServer, 'listening');
+  const mcpPort = (mcpServer.address() as AddressInfo).port;
+  const prefix = `test-${randomBytes(6).toString('hex')}:`;
+
+  const env: NodeJS.ProcessEnv = {
+    BASE_URL: baseUrl,
+    PORT: String(port),
+    LOCAL_INSECURE: 'true',
+    LOG_LEVEL: 'warn',
+    MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+    IDENTITY_SERVER_URL: idp.issuer,
+    IDENTITY_CLIENT_ID: idp.clientId,
+    IDENTITY_CLIENT_SECRET: idp.clientSecret,
+    IDENTITY_SCOPE: 'openid profile offline_access',
+    OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+    ...(options.redis === false
+      ? {}
+      : { MCP_AUTH_PROXY_REDIS_URL: process.env.TEST_REDIS_URL, MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix }),
+    ...options.env,
+  };
+
+  const stack: Stack = {
+    baseUrl,
+    mcpUrl: `${baseUrl}/mcp`,
+    env,
+    idp,
+    mcp,
+    proxy: await start(env),
+    async restart() {
+      await stack.proxy.close();
+      stack.proxy = await start(env);
+    },
+    async close() {
+      await stack.proxy.close();
+      mcpServer.closeAllConnections();
+      await new Promise((resolve) => mcpServer.close(resolve));
+      await idp.close();
+      if (options.redis !== false) await deleteKeys(prefix);
+    },
+  };
+  return stack;
+}
+
+async function deleteKeys(prefix: string): Promise<void> {
+  const redis = new Redis(process.env.TEST_REDIS_URL!);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+      if (keys.length) await redis.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * The browser step of an MCP client's login: follow the authorization URL to our consent page,
+ * confirm, log in at the upstream IdP as `user`, and stop at the client's redirect URI.
+ * Returns that final redirect (its Location carries `code` and `iss`, or `error`).
+ */
+export async function authorizeInBrowser(
+  browser: Browser,
+  authorizationUrl: string,
+  redirectUri: string,
+  options: { user?: string; decision?: 'confirm' | 'cancel' } = {},
+): Promise<URL> {
+  const stopAt = (url: string) => url.startsWith(redirectUri);
+  let page = await browser.follow(authorizationUrl, { stopAt });
+  if (page.location && stopAt(page.location)) return new URL(page.location);
+  if (!page.body.includes('Confirm login')) throw new Error(`expected the consent page, got ${page.status} at ${page.url}`);
+  const consentForm = options.decision === 'cancel' ? 1 : 0;
+  page = await browser.submitForm(page.body, page.url, {}, { form: consentForm, stopAt });
+  if (page.location && stopAt(page.location)) return new URL(page.location);
+  // Upstream login form of the development identity provider.
+  page = await browser.submitForm(page.body, page.url, { login: options.user ?? 'alice' }, { stopAt });
+  if (!page.location || !stopAt(page.location)) throw new Error(`login did not come back to the client: ${page.status} at ${page.url}`);
+  return new URL(page.location);
+}
+
+/** An MCP SDK OAuth client provider whose "browser" is the scripted one above. */
+export class TestOAuthClient implements OAuthClientProvider {
+  info: OAuthClientInformationMixed | undefined;
+  savedTokens: OAuthTokens | undefined;
+  verifier = '';
+  lastRedirect: URL | undefined;
+  readonly browser: Browser = createBrowser();
+
+  constructor(
+    readonly options: { redirectUrl?: string; user?: string; metadata?: Partial<OAuthClientMetadata> } = {},
+  ) {}
+
+  get redirectUrl(): string {
+    return this.options.redirectUrl ?? 'http://127.0.0.1:33418/callback';
+  }
+  get clientMetadata(): OAuthClientMetadata {
+    return {
+      client_name: 'Test MCP Client',
+      redirect_uris: [this.redirectUrl],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      application_type: 'native',
+      ...this.options.metadata,
+    } as OAuthClientMetadata;
+  }
+  clientInformation() {
+    return this.info;
+  }
+  saveClientInformation(info: OAuthClientInformationMixed) {
+    this.info = info;
+  }
+  tokens() {
+    return this.savedTokens;
+  }
+  saveTokens(tokens: OAuthTokens) {
+    this.savedTokens = tokens;
+  }
+  async redirectToAuthorization(url: URL) {
+    this.lastRedirect = await authorizeInBrowser(this.browser, url.href, this.redirectUrl, { user: this.options.user });
+  }
+  saveCodeVerifier(verifier: string) {
+    this.verifier = verifier;
+  }
+  codeVerifier() {
+    return this.verifier;
+  }
+}
+
+/** Connects an SDK client, doing the OAuth dance when the proxy asks for it. */
+export async function connectClient(mcpUrl: string, oauth: TestOAuthClient): Promise<Client> {
+  const client = new Client({ name: 'proxy-e2e', version: '1.0.0' });
+  try {
+    await client.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: oauth }));
+    return client;
+  } catch (error) {
+    if (!(error instanceof UnauthorizedError)) throw error;
+  }
+  const code = oauth.lastRedirect?.searchParams.get('code');
+  if (!code) throw new Error(`no authorization code: ${oauth.lastRedirect?.href}`);
+  const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: oauth });
+  await transport.finishAuth(code);
+  await client.connect(transport);
+  return client;
+}
