@@ -1,0 +1,244 @@
+import type { Adapter, AdapterPayload } from 'oidc-provider';
+
+import {
+  GRANTABLE,
+  assertTtl,
+  decodeRecord,
+  encodePayload,
+  epochSeconds,
+  grantSetKey,
+  idHashOf,
+  openForUserCode,
+  recordKey,
+  sealForUserCode,
+  uidIndexKey,
+  userCodeIndexKey,
+  type StoredRecord,
+} from './redis.ts';
+import type { AdapterFactory, Store } from './types.ts';
+
+/**
+ * Development only: one process, lost on restart, so sessions and grants do not survive a deploy
+ * and two dynos would not share them. It mirrors the Redis store key for key — same hashed ids,
+ * same index and grant-set semantics — so the contract suite proves behaviour, not luck. Every
+ * operation is synchronous inside one call, which is what makes it as atomic as the Lua scripts.
+ */
+interface MemoryRecord extends StoredRecord {
+  indexes: string[];
+  grant: string | undefined;
+}
+
+interface Entry {
+  value: string | MemoryRecord | Set<string>;
+  /** Epoch milliseconds; absent → no expiry. */
+  expiresAt: number | undefined;
+}
+
+/** Expired entries are dropped when read; a sweep every so many writes bounds what is never read. */
+const SWEEP_EVERY_WRITES = 1_000;
+
+export function createMemoryStore(): Store {
+  const entries = new Map<string, Entry>();
+  let writes = 0;
+
+  function live(key: string): Entry | undefined {
+    const entry = entries.get(key);
+    if (entry && entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
+      entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  function put(key: string, value: Entry['value'], ttlSeconds: number | undefined): void {
+    entries.set(key, {
+      value,
+      expiresAt: ttlSeconds === undefined ? undefined : Date.now() + ttlSeconds * 1000,
+    });
+    if (++writes % SWEEP_EVERY_WRITES === 0) {
+      const now = Date.now();
+      for (const [k, entry] of entries) {
+        if (entry.expiresAt !== undefined && entry.expiresAt <= now) entries.delete(k);
+      }
+    }
+  }
+
+  function getString(key: string): string | undefined {
+    const value = live(key)?.value;
+    if (value !== undefined && typeof value !== 'string') {
+      // What Redis answers too; silently returning undefined would hide a key-layout collision.
+      throw new TypeError(`WRONGTYPE ${key} does not hold a string`);
+    }
+    return value;
+  }
+
+  function getRecord(key: string): MemoryRecord | undefined {
+    const value = live(key)?.value;
+    return value !== undefined && typeof value === 'object' && !(value instanceof Set)
+      ? value
+      : undefined;
+  }
+
+  function getSet(key: string): Set<string> | undefined {
+    const value = live(key)?.value;
+    return value instanceof Set ? value : undefined;
+  }
+
+  /** Same as UNLINK in redis.ts. */
+  function unlink(key: string): void {
+    const record = getRecord(key);
+    if (!record) return;
+    const h = idHashOf(key);
+    for (const index of record.indexes) {
+      const value = live(index)?.value;
+      if (typeof value === 'string' && value.startsWith(h)) entries.delete(index);
+    }
+    if (record.grant) {
+      const members = getSet(record.grant);
+      members?.delete(key);
+      if (members?.size === 0) entries.delete(record.grant);
+    }
+  }
+
+  function readRecord(key: string): StoredRecord | undefined {
+    const record = getRecord(key);
+    // A copy, so a caller mutating the payload it got cannot change what is stored (as in Redis).
+    return record && { payload: record.payload, jti: record.jti, consumed: record.consumed };
+  }
+
+  class MemoryAdapter implements Adapter {
+    constructor(readonly model: string) {}
+
+    async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+      if (expiresIn !== undefined) assertTtl(expiresIn, `${this.model} expiresIn`);
+      const encoded = encodePayload(id, payload);
+      const key = recordKey(this.model, id);
+      const h = idHashOf(key);
+      const grant =
+        GRANTABLE.has(this.model) && payload.grantId ? grantSetKey(payload.grantId) : undefined;
+      const indexes = new Map<string, string>();
+      if (this.model === 'Session' && payload.uid) indexes.set(uidIndexKey(payload.uid), h);
+      if (payload.userCode) {
+        indexes.set(
+          userCodeIndexKey(payload.userCode),
+          `${h}.${sealForUserCode(payload.userCode, id)}`,
+        );
+      }
+
+      unlink(key);
+      put(
+        key,
+        {
+          payload: encoded.payload,
+          jti: encoded.jti,
+          consumed: undefined,
+          indexes: [...indexes.keys()],
+          grant,
+        },
+        expiresIn,
+      );
+      for (const [index, value] of indexes) put(index, value, expiresIn);
+
+      if (grant) {
+        const existing = live(grant);
+        const members = existing?.value instanceof Set ? existing.value : new Set<string>();
+        members.add(key);
+        let expiresAt: number | undefined;
+        if (expiresIn === undefined || (existing && existing.expiresAt === undefined)) {
+          expiresAt = undefined;
+        } else {
+          expiresAt = Math.max(existing?.expiresAt ?? 0, Date.now() + expiresIn * 1000);
+        }
+        if (members.size > 64) {
+          for (const member of members) if (!live(member)) members.delete(member);
+        }
+        entries.set(grant, { value: members, expiresAt });
+      }
+    }
+
+    async find(id: string): Promise<AdapterPayload | undefined> {
+      const record = readRecord(recordKey(this.model, id));
+      return record && decodeRecord(record, { jti: id });
+    }
+
+    /** Without `jti`, as in redis.ts (the uid is no secret, the session id is). */
+    async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+      const h = getString(uidIndexKey(uid));
+      if (!h) return undefined;
+      const record = readRecord(`oidc:${this.model}:${h}`);
+      return record && decodeRecord(record, {});
+    }
+
+    async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+      const value = getString(userCodeIndexKey(userCode));
+      if (!value) return undefined;
+      const id = openForUserCode(userCode, value.slice(value.indexOf('.') + 1));
+      if (id === undefined) return undefined;
+      const record = readRecord(recordKey(this.model, id));
+      return record && decodeRecord(record, { jti: id, userCode });
+    }
+
+    async consume(id: string): Promise<void> {
+      const record = getRecord(recordKey(this.model, id));
+      if (record) record.consumed = epochSeconds();
+    }
+
+    async destroy(id: string): Promise<void> {
+      const key = recordKey(this.model, id);
+      unlink(key);
+      entries.delete(key);
+    }
+
+    async revokeByGrantId(grantId: string): Promise<void> {
+      const key = grantSetKey(grantId);
+      for (const member of getSet(key) ?? []) {
+        unlink(member);
+        entries.delete(member);
+      }
+      entries.delete(key);
+    }
+  }
+
+  return {
+    kind: 'memory',
+    Adapter: MemoryAdapter satisfies AdapterFactory,
+
+    async get(key) {
+      return getString(key);
+    },
+
+    async set(key, value, ttlSeconds) {
+      if (ttlSeconds !== undefined) assertTtl(ttlSeconds, 'ttlSeconds');
+      put(key, value, ttlSeconds);
+    },
+
+    async del(key) {
+      entries.delete(key);
+    },
+
+    async take(key) {
+      const value = getString(key);
+      entries.delete(key);
+      return value;
+    },
+
+    async setIfAbsent(key, value, ttlSeconds) {
+      assertTtl(ttlSeconds, 'ttlSeconds');
+      if (live(key)) return false;
+      put(key, value, ttlSeconds);
+      return true;
+    },
+
+    async deleteIfEquals(key, value) {
+      if (getString(key) !== value) return false;
+      entries.delete(key);
+      return true;
+    },
+
+    async check() {},
+
+    async close() {
+      entries.clear();
+    },
+  };
+}

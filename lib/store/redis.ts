@@ -1,0 +1,442 @@
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+
+import { Redis } from 'ioredis';
+import type { Adapter, AdapterPayload } from 'oidc-provider';
+
+import type { RedisConfig } from '../config/types.ts';
+import { log, redactUrl } from '../telemetry/log.ts';
+import { StoreUnavailableError, type AdapterFactory, type Store } from './types.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Key layout of oidc-provider's models, shared with memory.ts so both stores agree byte for byte.
+// Written down in lib/store/README.md.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The id of an opaque access token, refresh token, authorization code or device code IS the
+ * bearer secret. Keys and index values carry only its SHA-256, so a dump, a `MONITOR` session or a
+ * leaked backup yields no usable token; a lookup hashes the presented value the same way.
+ */
+export function hashId(id: string): string {
+  return createHash('sha256').update(id).digest('base64url');
+}
+
+export const recordKey = (model: string, id: string): string => `oidc:${model}:${hashId(id)}`;
+export const uidIndexKey = (uid: string): string => `oidc:uid:${hashId(uid)}`;
+export const userCodeIndexKey = (userCode: string): string => `oidc:userCode:${hashId(userCode)}`;
+export const grantSetKey = (grantId: string): string => `oidc:grant:${hashId(grantId)}`;
+
+/** Models oidc-provider revokes together through `revokeByGrantId`. */
+export const GRANTABLE = new Set([
+  'AccessToken',
+  'AuthorizationCode',
+  'RefreshToken',
+  'DeviceCode',
+  'BackchannelAuthenticationRequest',
+  'PreAuthorizedCode',
+]);
+
+/**
+ * A DeviceCode found by user code is saved again by oidc-provider under its id, so the user-code
+ * index must yield the id — yet the id is the device_code bearer secret. It is kept encrypted
+ * under a key derived from the user code (HKDF, distinct from the hash that names the index key),
+ * and the record itself never stores the user code. User codes are short by design (RFC 8628
+ * §6.1), so this hides device codes from a reader of a dump, not from an offline brute force; the
+ * proxy does not enable the device flow.
+ */
+function userCodeKey(userCode: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', userCode, '', 'oidc userCode index v1', 32));
+}
+
+export function sealForUserCode(userCode: string, id: string): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', userCodeKey(userCode), iv);
+  const sealed = Buffer.concat([cipher.update(id, 'utf8'), cipher.final()]);
+  return Buffer.concat([iv, sealed, cipher.getAuthTag()]).toString('base64url');
+}
+
+export function openForUserCode(userCode: string, sealed: string): string | undefined {
+  try {
+    const raw = Buffer.from(sealed, 'base64url');
+    const decipher = createDecipheriv('aes-256-gcm', userCodeKey(userCode), raw.subarray(0, 12));
+    decipher.setAuthTag(raw.subarray(raw.length - 16));
+    return Buffer.concat([decipher.update(raw.subarray(12, -16)), decipher.final()]).toString();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What a record holds. `payload` never contains the id: oidc-provider puts the id in `jti`, which
+ * would undo the hashing of the key. `jti` says the id was removed and `find(id)` restores it
+ * (the caller holds the id anyway). `consumed` is a separate field so `consume` is a single atomic
+ * field write rather than a read-modify-write of the JSON.
+ */
+export interface StoredRecord {
+  payload: string;
+  jti: boolean;
+  consumed: number | undefined;
+}
+
+export function encodePayload(
+  id: string,
+  payload: AdapterPayload,
+): { payload: string; jti: boolean } {
+  const copy: AdapterPayload = { ...payload };
+  const stripJti = copy.jti === id;
+  if (stripJti) delete copy.jti;
+  delete copy.userCode;
+  return { payload: JSON.stringify(copy), jti: stripJti };
+}
+
+export function decodeRecord(
+  record: StoredRecord,
+  restore: { jti?: string; userCode?: string },
+): AdapterPayload {
+  const payload = JSON.parse(record.payload) as AdapterPayload;
+  if (record.jti && restore.jti !== undefined) payload.jti = restore.jti;
+  if (restore.userCode !== undefined) payload.userCode = restore.userCode;
+  if (record.consumed !== undefined) payload.consumed = record.consumed;
+  return payload;
+}
+
+/** oidc-provider passes whole seconds; anything else would be silently wrong in one store only. */
+export function assertTtl(ttlSeconds: number, what: string): void {
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) {
+    throw new RangeError(`${what} must be a positive whole number of seconds, got ${ttlSeconds}`);
+  }
+}
+
+export const epochSeconds = (): number => Math.floor(Date.now() / 1000);
+
+/** The last path segment of a record key: the hashed id every index value starts with. */
+export const idHashOf = (key: string): string => key.slice(key.lastIndexOf(':') + 1);
+
+// ---------------------------------------------------------------------------------------------
+// Lua. Every multi-key change of the adapter runs as one script: a token revoked by grant must not
+// survive because it was written between a read of the grant set and the deletes.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Removes a record's index entries that still point at it (a newer record may have taken the uid
+ * or user code since) and its membership of its grant set. Index values start with the record's
+ * hashed id; hashes are base64url, so they never contain the ':' that ends the key.
+ */
+const UNLINK = `
+local function unlink(record)
+  local h = string.match(record, '([^:]+)$')
+  local fields = redis.call('HMGET', record, 'indexes', 'grant')
+  if fields[1] then
+    for index in string.gmatch(fields[1], '%S+') do
+      local value = redis.call('GET', index)
+      if value and string.sub(value, 1, #h) == h then redis.call('DEL', index) end
+    end
+  end
+  if fields[2] then redis.call('SREM', fields[2], record) end
+end
+`;
+
+/**
+ * KEYS: record, [grant set], index keys…  ARGV: payload, jti flag, ttl (0 = none), has grant,
+ * index values… The grant set lives at least as long as its longest-lived member, or forever when
+ * one member does; members whose record has expired are pruned once the set grows.
+ */
+const UPSERT = `${UNLINK}
+local record = KEYS[1]
+local ttl = tonumber(ARGV[3])
+local hasGrant = ARGV[4] == '1'
+local first = hasGrant and 3 or 2
+unlink(record)
+redis.call('DEL', record)
+local fields = { 'payload', ARGV[1], 'jti', ARGV[2] }
+if #KEYS >= first then
+  local indexes = {}
+  for i = first, #KEYS do indexes[#indexes + 1] = KEYS[i] end
+  fields[#fields + 1] = 'indexes'
+  fields[#fields + 1] = table.concat(indexes, ' ')
+end
+if hasGrant then
+  fields[#fields + 1] = 'grant'
+  fields[#fields + 1] = KEYS[2]
+end
+redis.call('HSET', record, unpack(fields))
+if ttl > 0 then redis.call('EXPIRE', record, ttl) end
+for i = first, #KEYS do
+  local value = ARGV[5 + i - first]
+  if ttl > 0 then redis.call('SET', KEYS[i], value, 'EX', ttl) else redis.call('SET', KEYS[i], value) end
+end
+if hasGrant then
+  local grant = KEYS[2]
+  local remaining = redis.call('TTL', grant)
+  redis.call('SADD', grant, record)
+  if ttl == 0 then
+    redis.call('PERSIST', grant)
+  elseif remaining == -2 or (remaining >= 0 and remaining < ttl) then
+    redis.call('EXPIRE', grant, ttl)
+  end
+  if redis.call('SCARD', grant) > 64 then
+    for _, member in ipairs(redis.call('SMEMBERS', grant)) do
+      if redis.call('EXISTS', member) == 0 then redis.call('SREM', grant, member) end
+    end
+  end
+end
+return 1
+`;
+
+const DESTROY = `${UNLINK}
+unlink(KEYS[1])
+return redis.call('DEL', KEYS[1])
+`;
+
+/** Members are full record keys, so this script touches keys it was not given in KEYS; fine on a
+ * single Redis (Heroku Key-Value Store), not on Redis Cluster. */
+const REVOKE = `${UNLINK}
+for _, record in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  unlink(record)
+  redis.call('DEL', record)
+end
+return redis.call('DEL', KEYS[1])
+`;
+
+/** Without the EXISTS guard an HSET on an expired record would recreate it with no TTL. */
+const CONSUME = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'consumed', ARGV[1]) end
+return 0
+`;
+
+const DELETE_IF_EQUALS = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;
+
+function defineScript(client: Redis, name: string, lua: string): Script {
+  // defineCommand sends EVALSHA and falls back to EVAL after a restart flushed the script cache.
+  client.defineCommand(name, { lua });
+  const command = (
+    client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>
+  )[name]!.bind(client);
+  return (keys, args) => command(keys.length, ...keys, ...args);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Bound for the whole boot check, so a blackholed host fails start-up instead of hanging it. */
+const CHECK_DEADLINE_MS = 5_000;
+
+function describe(error: unknown): string {
+  if (error instanceof AggregateError && error.errors.length > 0) {
+    // Node tries every address of a name (IPv6 and IPv4 for localhost) and reports them together
+    // with an empty message.
+    return error.errors.map(describe).join('; ');
+  }
+  if (error instanceof Error)
+    return error.message || (error as NodeJS.ErrnoException).code || error.name;
+  return String(error);
+}
+
+export function createRedisStore(config: RedisConfig): Store {
+  const where = redactUrl(config.url);
+  const prefix = config.keyPrefix;
+  const k = (key: string): string => prefix + key;
+
+  const client = new Redis(config.url, {
+    // No I/O at construction: createApp(deps) stays pure and start-up decides when to connect.
+    lazyConnect: true,
+    connectTimeout: 5_000,
+    // A request fails within a second of refused connections instead of queueing forever;
+    // the caller answers 503 and the client retries.
+    maxRetriesPerRequest: 2,
+    retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+    // Heroku Key-Value Store serves rediss:// with a self-signed certificate.
+    ...(config.url.startsWith('rediss:')
+      ? { tls: { rejectUnauthorized: config.tlsRejectUnauthorized } }
+      : {}),
+  });
+
+  let lastConnectionError: unknown;
+  let healthy = true;
+  client.on('error', (error: unknown) => {
+    lastConnectionError = error;
+    // One line per outage, not one per reconnect attempt.
+    if (healthy) log.warn('redis connection error', { redis: where, error: describe(error) });
+    healthy = false;
+  });
+  client.on('ready', () => {
+    if (!healthy) log.info('redis connection restored', { redis: where });
+    healthy = true;
+    lastConnectionError = undefined;
+  });
+
+  const upsertScript = defineScript(client, 'oidcUpsert', UPSERT);
+  const destroyScript = defineScript(client, 'oidcDestroy', DESTROY);
+  const revokeScript = defineScript(client, 'oidcRevoke', REVOKE);
+  const consumeScript = defineScript(client, 'oidcConsume', CONSUME);
+  const deleteIfEqualsScript = defineScript(client, 'deleteIfEquals', DELETE_IF_EQUALS);
+
+  async function readRecord(key: string): Promise<StoredRecord | undefined> {
+    const [payload, jti, consumed] = await client.hmget(k(key), 'payload', 'jti', 'consumed');
+    if (payload === null || payload === undefined) return undefined;
+    return { payload, jti: jti === '1', consumed: consumed ? Number(consumed) : undefined };
+  }
+
+  class RedisAdapter implements Adapter {
+    constructor(readonly model: string) {}
+
+    async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+      if (expiresIn !== undefined) assertTtl(expiresIn, `${this.model} expiresIn`);
+      const encoded = encodePayload(id, payload);
+      const record = recordKey(this.model, id);
+      const h = idHashOf(record);
+      const grant =
+        GRANTABLE.has(this.model) && payload.grantId ? grantSetKey(payload.grantId) : undefined;
+      const indexKeys: string[] = [];
+      const indexValues: string[] = [];
+      if (this.model === 'Session' && payload.uid) {
+        indexKeys.push(k(uidIndexKey(payload.uid)));
+        indexValues.push(h);
+      }
+      if (payload.userCode) {
+        indexKeys.push(k(userCodeIndexKey(payload.userCode)));
+        indexValues.push(`${h}.${sealForUserCode(payload.userCode, id)}`);
+      }
+      await upsertScript(
+        [k(record), ...(grant ? [k(grant)] : []), ...indexKeys],
+        [
+          encoded.payload,
+          encoded.jti ? '1' : '0',
+          expiresIn ?? 0,
+          grant ? '1' : '0',
+          ...indexValues,
+        ],
+      );
+    }
+
+    async find(id: string): Promise<AdapterPayload | undefined> {
+      const record = await readRecord(recordKey(this.model, id));
+      return record && decodeRecord(record, { jti: id });
+    }
+
+    /**
+     * The Session comes back without its id (`jti`): the uid travels in clear inside tokens and
+     * interactions, so nothing derived from it may unlock the session cookie value. oidc-provider
+     * only reads a session found by uid (interaction and session-binding checks).
+     */
+    async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+      const h = await client.get(k(uidIndexKey(uid)));
+      if (!h) return undefined;
+      const record = await readRecord(`oidc:${this.model}:${h}`);
+      return record && decodeRecord(record, {});
+    }
+
+    async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+      const value = await client.get(k(userCodeIndexKey(userCode)));
+      if (!value) return undefined;
+      const dot = value.indexOf('.');
+      const id = openForUserCode(userCode, value.slice(dot + 1));
+      if (id === undefined) return undefined;
+      const record = await readRecord(recordKey(this.model, id));
+      return record && decodeRecord(record, { jti: id, userCode });
+    }
+
+    async consume(id: string): Promise<void> {
+      await consumeScript([k(recordKey(this.model, id))], [epochSeconds()]);
+    }
+
+    async destroy(id: string): Promise<void> {
+      await destroyScript([k(recordKey(this.model, id))], []);
+    }
+
+    async revokeByGrantId(grantId: string): Promise<void> {
+      await revokeScript([k(grantSetKey(grantId))], []);
+    }
+  }
+
+  return {
+    kind: 'redis',
+    Adapter: RedisAdapter satisfies AdapterFactory,
+
+    async get(key) {
+      return (await client.get(k(key))) ?? undefined;
+    },
+
+    async set(key, value, ttlSeconds) {
+      if (ttlSeconds === undefined) {
+        await client.set(k(key), value);
+      } else {
+        assertTtl(ttlSeconds, 'ttlSeconds');
+        await client.set(k(key), value, 'EX', ttlSeconds);
+      }
+    },
+
+    async del(key) {
+      await client.del(k(key));
+    },
+
+    async take(key) {
+      return (await client.getdel(k(key))) ?? undefined;
+    },
+
+    async setIfAbsent(key, value, ttlSeconds) {
+      assertTtl(ttlSeconds, 'ttlSeconds');
+      return (await client.set(k(key), value, 'EX', ttlSeconds, 'NX')) === 'OK';
+    },
+
+    async deleteIfEquals(key, value) {
+      return (await deleteIfEqualsScript([k(key)], [value])) === 1;
+    },
+
+    async check() {
+      let stage = 'connect' as 'connect' | 'roundtrip';
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${CHECK_DEADLINE_MS / 1000} s`)),
+          CHECK_DEADLINE_MS,
+        );
+      });
+      const roundtrip = async (): Promise<void> => {
+        if (client.status === 'wait' || client.status === 'end') await client.connect();
+        await client.ping();
+        stage = 'roundtrip';
+        const key = k(`check:${randomBytes(12).toString('base64url')}`);
+        const value = randomBytes(12).toString('base64url');
+        await client.set(key, value, 'EX', 30);
+        const read = await client.get(key);
+        // GETDEL rather than DEL: `take` depends on it (Redis ≥ 6.2), so an older server fails
+        // here at boot rather than on the first login.
+        await client.getdel(key);
+        if (read !== value) throw new Error('the value read back differs from the value written');
+      };
+      try {
+        await Promise.race([roundtrip(), deadline]);
+      } catch (error) {
+        // ioredis rejects connect() with a generic "Connection is closed."; the socket error that
+        // explains it arrived on the 'error' event.
+        const cause = stage === 'connect' ? (lastConnectionError ?? error) : error;
+        // A reply error (WRONGPASS, NOAUTH) means the server answered: say so, not "unreachable".
+        const answered = cause instanceof Error && cause.name === 'ReplyError';
+        const problem =
+          stage === 'roundtrip'
+            ? 'failed the write/read/delete check'
+            : answered
+              ? 'refused the connection'
+              : 'is unreachable';
+        const message = `Redis at ${where} ${problem}: ${describe(cause)}`;
+        throw new StoreUnavailableError(message, { cause });
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+
+    async close() {
+      if (client.status === 'ready') {
+        await client.quit();
+      } else {
+        // quit() on a client that never connected would first try to connect.
+        client.disconnect();
+      }
+    },
+  };
+}
