@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
 import type Provider from 'oidc-provider';
+import { clientPolicies } from './auth-server/client-policy.ts';
 import { metadataRoutes } from './auth-server/metadata.ts';
+import { resourceScopes } from './auth-server/provider.ts';
 import type { Config } from './config/types.ts';
 import { errorHandler } from './http/errors.ts';
 import type { IdentityClient } from './identity/index.ts';
@@ -53,6 +55,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey }));
   const proxy = createMcpProxy(deps);
   app.all([config.mcp.path, `${config.mcp.path}/*rest`], proxy);
+  app.use(clientPolicies({ registration: '/reg', authorization: '/auth', token: '/token' }, resourceScopes(config).join(' ')));
   app.use(provider.callback());
   app.use(errorHandler(views));
   log.debug('app created', { mcp_path: config.mcp.path });

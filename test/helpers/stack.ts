@@ -64,7 +64,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     BASE_URL: baseUrl,
     PORT: String(port),
     LOCAL_INSECURE: 'true',
-    LOG_LEVEL: 'warn',
+    LOG_LEVEL: process.env.STACK_LOG_LEVEL ?? 'warn',
     MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
     IDENTITY_SERVER_URL: idp.issuer,
     IDENTITY_CLIENT_ID: idp.clientId,
