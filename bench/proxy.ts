@@ -1,0 +1,211 @@
+/**
+ * `npm run bench`: the same MCP JSON-RPC call (`tools/call echo`) sent straight to the example MCP
+ * server and through the proxy, side by side in one run, at 1, 10 and 50 connections. Prints
+ * requests/s, p50 and p99 latency, the proxy/direct ratios and the proxy's RSS.
+ *
+ * Everything runs on this machine: the proxy as its real web process (bin/mcp-auth-proxy.ts) with
+ * the Redis store, the example MCP server as the proxy's child, and this load generator. Ratios
+ * matter, not absolute figures: the three share the same cores.
+ *
+ * Needs Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0). BENCH_SECONDS sets the
+ * length of each measurement (default 4).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { ephemeralJwks } from '../lib/auth-server/keys.ts';
+import { createBrowser } from '../test/helpers/browser.ts';
+import { codeFlow, registerClient } from '../test/helpers/oauth.ts';
+import { freePort } from '../test/helpers/stack.ts';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+const LEVELS = [1, 10, 50];
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+interface Target {
+  name: 'direct' | 'proxy';
+  url: URL;
+  headers: Record<string, string>;
+}
+
+interface Result {
+  requests: number;
+  errors: number;
+  seconds: number;
+  latenciesMs: number[];
+}
+
+async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let output = '';
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  for (let attempt = 0; attempt < 300; attempt++) {
+    if (exited) throw new Error(`proxy exited before listening:\n${output}`);
+    const ready = await fetch(`${baseUrl}/.well-known/oauth-protected-resource`).then((r) => r.ok, () => false);
+    if (ready) return child;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`proxy did not listen within 30 s:\n${output}`);
+}
+
+function post(agent: http.Agent, target: Target, body: string, sessionId?: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      target.url,
+      {
+        method: 'POST',
+        agent,
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'content-length': Buffer.byteLength(body),
+          ...(sessionId ? { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-06-18' } : {}),
+          ...target.headers,
+        },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+        res.on('error', reject);
+      },
+    );
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+async function openSession(target: Target): Promise<string> {
+  const agent = new http.Agent({ keepAlive: true });
+  const init = await post(
+    agent,
+    target,
+    JSON.stringify({
+      jsonrpc: '2.0',
+      id: 0,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench', version: '1' } },
+    }),
+  );
+  const sessionId = init.headers['mcp-session-id'];
+  if (init.status !== 200 || typeof sessionId !== 'string') throw new Error(`${target.name}: initialize answered ${init.status}: ${init.text}`);
+  await post(agent, target, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }), sessionId);
+  agent.destroy();
+  return sessionId;
+}
+
+async function measure(target: Target, sessionId: string, connections: number, seconds: number): Promise<Result> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+  const latenciesMs: number[] = [];
+  let errors = 0;
+  let id = 1;
+  const deadline = performance.now() + seconds * 1000;
+  const started = performance.now();
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      const body = JSON.stringify({ jsonrpc: '2.0', id: id++, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hello' } } });
+      const t0 = performance.now();
+      try {
+        const res = await post(agent, target, body, sessionId);
+        if (res.status !== 200 || !res.text.includes('hello')) errors++;
+        else latenciesMs.push(performance.now() - t0);
+      } catch {
+        errors++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: connections }, worker));
+  agent.destroy();
+  return { requests: latenciesMs.length, errors, seconds: (performance.now() - started) / 1000, latenciesMs };
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function summarize(result: Result) {
+  const sorted = [...result.latenciesMs].sort((a, b) => a - b);
+  return { rps: result.requests / result.seconds, p50: percentile(sorted, 50), p99: percentile(sorted, 99), errors: result.errors };
+}
+
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+  return kb / 1024;
+}
+
+async function main(): Promise<void> {
+  const [port, mcpPort] = [await freePort(), await freePort()];
+  const prefix = `bench-${randomBytes(4).toString('hex')}:`;
+  const baseUrl = `http://localhost:${port}`;
+  const proxy = await startProxy({
+    PORT: String(port),
+    BASE_URL: baseUrl,
+    LOG_LEVEL: 'warn',
+    MCP_AUTH_PROXY_REDIS_URL: REDIS_URL,
+    MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix,
+    OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+    MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+    MCP_SERVER_RUN_COMMAND: process.execPath,
+    MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
+    MCP_SERVER_RUN_DIR: ROOT,
+  }, baseUrl);
+  try {
+    const client = await registerClient(baseUrl, { application_type: 'native', redirect_uris: ['http://127.0.0.1/cb'], token_endpoint_auth_method: 'none' });
+    const { token } = await codeFlow({
+      baseUrl,
+      clientId: client.body.client_id!,
+      redirectUri: 'http://127.0.0.1:9/cb',
+      scope: 'openid',
+      user: 'bench',
+      browser: createBrowser(),
+    });
+    const targets: Target[] = [
+      { name: 'direct', url: new URL(`http://127.0.0.1:${mcpPort}/mcp`), headers: {} },
+      { name: 'proxy', url: new URL(`${baseUrl}/mcp`), headers: { authorization: `Bearer ${token.body.access_token}` } },
+    ];
+    const sessions = await Promise.all(targets.map(openSession));
+    // Warm both paths (JIT, keep-alive sockets, caches) before measuring.
+    for (const [i, target] of targets.entries()) await measure(target, sessions[i]!, 10, 1);
+
+    console.log(`\n${SECONDS}s per measurement; direct and proxy alternate at each level\n`);
+    console.log('conns  target   req/s     p50 ms   p99 ms   errors');
+    const rows: string[] = [];
+    for (const connections of LEVELS) {
+      const [direct, viaProxy] = [
+        summarize(await measure(targets[0]!, sessions[0]!, connections, SECONDS)),
+        summarize(await measure(targets[1]!, sessions[1]!, connections, SECONDS)),
+      ];
+      for (const [name, s] of [['direct', direct], ['proxy', viaProxy]] as const) {
+        console.log(`${String(connections).padEnd(6)} ${name.padEnd(8)} ${s.rps.toFixed(0).padStart(7)} ${s.p50.toFixed(2).padStart(8)} ${s.p99.toFixed(2).padStart(8)} ${String(s.errors).padStart(8)}`);
+      }
+      rows.push(
+        `${String(connections).padEnd(6)} throughput ${((viaProxy.rps / direct.rps) * 100).toFixed(1)}% of direct, p50 +${(viaProxy.p50 - direct.p50).toFixed(2)} ms, p99 +${(viaProxy.p99 - direct.p99).toFixed(2)} ms`,
+      );
+    }
+    console.log('\nproxy / direct');
+    for (const row of rows) console.log(row);
+    console.log(`\nproxy RSS: ${rssMiB(proxy.pid!).toFixed(1)} MiB`);
+  } finally {
+    proxy.kill('SIGTERM');
+    const redis = new Redis(REDIS_URL);
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  }
+}
+
+await main();
