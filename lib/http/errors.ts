@@ -34,7 +34,7 @@ export function errorHandler(views: Views): ErrorRequestHandler {
       error instanceof PageError
         ? error
         : new PageError(500, 'Something went wrong', 'An unexpected error occurred. Please try again.');
-    if (page.status >= 500) log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
+    if (!(error instanceof PageError)) log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
     if (res.headersSent) {
       res.destroy();
       return;

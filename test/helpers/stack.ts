@@ -37,7 +37,12 @@ export interface Stack {
 export interface StackOptions {
   /** Default true: the real Redis from .env-test. false: the in-memory store. */
   redis?: boolean;
-  env?: NodeJS.ProcessEnv;
+  /** Extra or overriding variables; a function sees the started IdP (e.g. to write a metadata file). */
+  env?: NodeJS.ProcessEnv | ((parts: { idp: DevIdentityProvider; baseUrl: string }) => NodeJS.ProcessEnv | Promise<NodeJS.ProcessEnv>);
+  /** Default true: the example MCP server accepts only tokens the IdP's userinfo endpoint accepts. */
+  checkUpstreamTokens?: boolean;
+  /** Options of the development identity provider, e.g. a shorter token lifetime. */
+  idp?: Partial<Parameters<typeof startDevIdentityProvider>[0]>;
 }
 
 /**
@@ -53,8 +58,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const idp = await startDevIdentityProvider({
     redirectUris: [`${baseUrl}/interaction/identity/callback`],
     tokenEndpointAuthMethod: 'client_secret_post',
+    ...options.idp,
   });
-  const mcp = createExampleMcpServer({ userinfoUrl: `${idp.issuer}/me` });
+  const mcp = createExampleMcpServer(options.checkUpstreamTokens === false ? {} : { userinfoUrl: `${idp.issuer}/me` });
   const mcpServer: Server = mcp.listen(0, '127.0.0.1');
   await once(mcpServer, 'listening');
   const mcpPort = (mcpServer.address() as AddressInfo).port;
@@ -74,7 +80,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...(options.redis === false
       ? {}
       : { MCP_AUTH_PROXY_REDIS_URL: process.env.TEST_REDIS_URL, MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix }),
-    ...options.env,
+    ...(typeof options.env === 'function' ? await options.env({ idp, baseUrl }) : options.env),
   };
 
   const stack: Stack = {
