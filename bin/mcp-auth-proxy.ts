@@ -30,7 +30,7 @@ try {
   process.on('SIGINT', () => void stop('SIGINT', 0));
   proxy.mcpServerExited?.then((exit) => {
     if (stopping) return;
-    log.error('MCP server exited; stopping the proxy', { code: exit.code, signal: exit.signal });
+    log.error('MCP server exited; stopping the proxy', { exit_code: exit.code, signal: exit.signal });
     void stop('mcp-server-exit', 1);
   });
 } catch (error) {

@@ -128,7 +128,7 @@ export async function startMcpServer(opts: StartMcpServerOptions): Promise<McpSe
   const exited = new Promise<McpServerExit>((resolve) => {
     child.once('exit', (code, signal) => {
       const exit = { code, signal };
-      logger.info('mcp server exited', exit);
+      logger.info('mcp server exited', { exit_code: code, signal });
       resolve(exit);
     });
   });
