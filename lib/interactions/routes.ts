@@ -5,6 +5,7 @@ import { TTL, resourceScopes } from '../auth-server/provider.ts';
 import type { Config } from '../config/types.ts';
 import { PageError } from '../http/errors.ts';
 import { IdentityError, type IdentityClient } from '../identity/index.ts';
+import { createConsentRegistry } from './consent.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import type { Vault } from '../vault/index.ts';
@@ -17,7 +18,12 @@ interface PendingLogin {
   uid: string;
   codeVerifier: string;
   nonce: string;
+  /** Set when the consent page was skipped: the session's account whose consent allowed it. */
+  skippedFor?: string;
 }
+
+/** Query flag on the consent page URL that shows the page even where consent is remembered. */
+const ASK_AGAIN = 'consent';
 
 export function pendingLoginKey(state: string): string {
   return `upstream-state:${createHash('sha256').update(state).digest('base64url')}`;
@@ -46,6 +52,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   const { config, provider, identity, store, vault, views, csrfKey, log } = deps;
   const router = Router();
   const form = express.urlencoded({ extended: false, limit: '8kb' });
+  const consents = createConsentRegistry(store);
 
   // The interaction cookie already binds the form to this browser; the HMAC token is the
   // belt to those braces (R19), and holds even where a browser ignores SameSite.
@@ -69,6 +76,23 @@ export function interactionRoutes(deps: InteractionDeps): Router {
         'interaction_not_found',
       );
     }
+  };
+
+  // Consent given (on the page, or remembered): off to the upstream IdP. Every login goes upstream,
+  // even a remembered one: upstream tokens belong to one grant (R22) and are never reused.
+  const startUpstreamLogin = async (res: Response, uid: string, skippedFor?: string): Promise<void> => {
+    const state = randomBytes(32).toString('base64url');
+    const pending: PendingLogin = {
+      uid,
+      codeVerifier: randomBytes(48).toString('base64url'),
+      nonce: randomBytes(24).toString('base64url'),
+      ...(skippedFor === undefined ? {} : { skippedFor }),
+    };
+    // R20: the state exists server-side only from consent on, is single-use (take), and dies
+    // with the interaction.
+    await store.set(pendingLoginKey(state), JSON.stringify(pending), TTL.Interaction);
+    const { codeVerifier, nonce } = pending;
+    res.redirect(303, (await identity.authorizationUrl({ state, codeVerifier, nonce })).href);
   };
 
   router.get(CALLBACK_PATH, async (req, res) => {
@@ -101,10 +125,11 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
     let login;
     try {
-      login = await identity.exchange(new URL(req.originalUrl, config.baseUrl), { state, ...pending });
+      const { codeVerifier, nonce } = pending;
+      login = await identity.exchange(new URL(req.originalUrl, config.baseUrl), { state, codeVerifier, nonce });
     } catch (error) {
       const code = error instanceof IdentityError ? error.code : 'IDENTITY_REJECTED';
-      log.warn('upstream login failed', { code, error: error instanceof Error ? error.message : String(error) });
+      log.warn('upstream login failed', { error_code: code, error: error instanceof Error ? error.message : String(error) });
       if (code === 'IDENTITY_NO_ACCOUNT_ID') {
         throw new PageError(502, 'Login failed', 'The identity provider did not say who you are, so you cannot be logged in.', 'no_account_id');
       }
@@ -115,6 +140,22 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
 
     const clientId = String(interaction.params.client_id);
+    const redirectUri = String(interaction.params.redirect_uri);
+    if (
+      pending.skippedFor !== undefined &&
+      pending.skippedFor !== login.accountId &&
+      !(await consents.has(login.accountId, clientId, redirectUri))
+    ) {
+      // The page was skipped on the consent of the account our session knew, but the upstream
+      // IdP logged in someone else, who never agreed to this client. Their upstream login is
+      // dropped unused; they see the page and go upstream again.
+      log.info('upstream account differs from the remembered consent; asking for consent', { client_id: clientId });
+      res.redirect(303, `/interaction/${encodeURIComponent(pending.uid)}?${ASK_AGAIN}=required`);
+      return;
+    }
+    // The user confirmed on the page before being sent upstream; only now do we know who they are.
+    await consents.record(login.accountId, clientId, redirectUri);
+
     const requested = String(interaction.params.scope ?? '').split(' ').filter(Boolean);
     const offered = new Set(config.provider.scopes);
     const forResource = new Set(resourceScopes(config));
@@ -134,6 +175,21 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const interaction = await details(req, res);
     const client = await provider.Client.find(String(interaction.params.client_id));
     if (!client) throw new PageError(400, 'Unknown application', 'The application that sent you here is not registered.', 'invalid_client');
+    // R19: the page is skipped only for a browser whose session already belongs to an account
+    // that consented to this client sending its login to this very redirect URI. A new browser,
+    // a new client, a new redirect URI and `prompt=consent` all see it.
+    const accountId = interaction.session?.accountId;
+    const promptConsent = String(interaction.params.prompt ?? '').split(' ').includes('consent');
+    if (
+      accountId !== undefined &&
+      !promptConsent &&
+      req.query[ASK_AGAIN] === undefined &&
+      (await consents.has(accountId, client.clientId, String(interaction.params.redirect_uri)))
+    ) {
+      log.info('consent remembered; consent page skipped', { client_id: client.clientId });
+      await startUpstreamLogin(res, interaction.uid, accountId);
+      return;
+    }
     await views.send(res, 200, 'confirm-login', {
       title: 'Confirm login',
       clientName: client.clientName ?? client.clientId,
@@ -151,16 +207,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   router.post('/interaction/:uid/confirm', form, async (req, res) => {
     const interaction = await details(req, res);
     assertCsrf(req, interaction.uid);
-    const state = randomBytes(32).toString('base64url');
-    const pending: PendingLogin = {
-      uid: interaction.uid,
-      codeVerifier: randomBytes(48).toString('base64url'),
-      nonce: randomBytes(24).toString('base64url'),
-    };
-    // R20: the state exists server-side only from consent on, is single-use (take), and dies
-    // with the interaction.
-    await store.set(pendingLoginKey(state), JSON.stringify(pending), TTL.Interaction);
-    res.redirect(303, (await identity.authorizationUrl({ state, ...pending })).href);
+    await startUpstreamLogin(res, interaction.uid);
   });
 
   router.post('/interaction/:uid/abort', form, async (req, res) => {
