@@ -132,6 +132,7 @@ describe('configuration', () => {
           scope: 'openid',
         },
         proxy: { maxBodyBytes: 4194304, allowedOrigins: [] },
+        cimd: { allowedHosts: [] },
         telemetry: { otlpEndpoint: undefined, serviceName: 'mcp-remote-auth-proxy' },
         warnings: [],
       });
@@ -193,6 +194,7 @@ describe('configuration', () => {
         provider: { jwks: undefined, viewsPath: undefined, scopes: ['openid', 'offline_access'] },
         identity: undefined,
         proxy: { maxBodyBytes: 4194304, allowedOrigins: [] },
+        cimd: { allowedHosts: [] },
         telemetry: { otlpEndpoint: undefined, serviceName: 'mcp-remote-auth-proxy' },
         warnings: config.warnings,
       });
@@ -861,6 +863,59 @@ describe('configuration', () => {
         );
       });
     }
+  });
+
+  describe('CIMD_ALLOWED_HOSTS', () => {
+    it('is empty by default: any public host may serve a client metadata document', () => {
+      expect(loadConfig({}).cimd).to.deep.equal({ allowedHosts: [] });
+      expect(loadConfig(production()).cimd.allowedHosts).to.deep.equal([]);
+    });
+
+    it('keeps host names lower-cased, IDNs in punycode, without duplicates', () => {
+      const config = loadConfig({
+        CIMD_ALLOWED_HOSTS: 'Claude.AI, chatgpt.com,,claude.ai,münchen.example,localhost',
+      });
+      expect(config.cimd.allowedHosts).to.deep.equal([
+        'claude.ai',
+        'chatgpt.com',
+        'xn--mnchen-3ya.example',
+        'localhost',
+      ]);
+    });
+
+    const refused: [string, RegExp][] = [
+      ['https://claude.ai', /without scheme, port or path/],
+      ['claude.ai:443', /without scheme, port or path/],
+      ['claude.ai/oauth', /without scheme, port or path/],
+      ['user@claude.ai', /without scheme, port or path/],
+      ['[::1]', /without scheme, port or path/],
+      ['*.example.com', /wildcard/],
+      ['10.0.0.1', /IP address/],
+      ['127.1', /IP address/],
+      ['exa mple.com', /not a valid host name/],
+      ['-bad.example.com', /not a valid host name/],
+      ['example.com.', /not a valid host name/],
+      ['under_score.example', /not a valid host name/],
+    ];
+    for (const [entry, pattern] of refused) {
+      it(`refuses ${JSON.stringify(entry)}`, () => {
+        expectProblem(
+          { CIMD_ALLOWED_HOSTS: `claude.ai,${entry}` },
+          'CIMD_ALLOWED_HOSTS',
+          pattern,
+        );
+      });
+    }
+
+    it('reports every bad entry at once', () => {
+      const problems = problemsOf({ CIMD_ALLOWED_HOSTS: 'https://a.example,b.example:8443' });
+      expect(problems.filter((p) => p.variable === 'CIMD_ALLOWED_HOSTS')).to.have.length(2);
+    });
+
+    it('warns about a misspelt CIMD_ variable', () => {
+      const config = loadConfig({ CIMD_ALLOWED_HOST: 'claude.ai' });
+      expect(config.warnings.join('\n')).to.contain('CIMD_ALLOWED_HOST is set but is not a variable');
+    });
   });
 
   describe('telemetry', () => {

@@ -211,6 +211,21 @@ describe('consent (R19) and the consent page', function () {
       expect((await login(browser, authorization(client, LOOPBACK_REDIRECT), 'cleo')).consentPages).to.equal(0);
     });
 
+    it('a web client: the same redirect URI skips the page, a changed one asks again', async function () {
+      const [first, second] = ['https://web.example/one', 'https://web.example/two'];
+      const client = await register({ application_type: 'web', redirect_uris: [first, second] });
+      const browser = createBrowser();
+      await login(browser, authorization(client, first), 'wes');
+      const upstreamBefore = stack.idp.stats.authorizations;
+      const same = await login(browser, authorization(client, first), 'wes');
+      expect(same.consentPages).to.equal(0);
+      // Every authorization still logs in upstream: the session's stored grant is no shortcut.
+      expect(stack.idp.stats.authorizations).to.equal(upstreamBefore + 1);
+      const changed = await login(browser, authorization(client, second), 'wes');
+      expect(changed.consentPages, 'new redirect URI').to.equal(1);
+      expect(changed.back.href.startsWith(second)).to.equal(true);
+    });
+
     it('a native client coming back on another loopback port does not ask again (RFC 8252 §7.3)', async function () {
       const client = await register();
       const browser = createBrowser();

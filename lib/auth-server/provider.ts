@@ -1,8 +1,10 @@
-import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/types.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import type { Views } from '../views/index.ts';
+import { cimdConfiguration } from './cimd.ts';
+import { clientBasedCors } from './cors.ts';
 import type { KeyMaterial } from './keys.ts';
 import { isOurResource } from './resource.ts';
 
@@ -24,6 +26,22 @@ export function resourceScopes(config: Config): string[] {
   return config.provider.scopes.filter((scope) => scope !== 'offline_access');
 }
 
+/**
+ * oidc-provider would answer a repeat authorization from a browser with a session straight from
+ * the stored grant, skipping our interaction. Every authorization must come through it instead:
+ * that is where a changed redirect URI is asked about again (R19) and where the grant gets fresh
+ * upstream credentials. Our consent registry decides whether the user sees the page.
+ */
+function policy(): interactionPolicy.Prompt[] {
+  const prompts = interactionPolicy.base();
+  prompts.get('consent')!.checks.add(
+    new interactionPolicy.Check('proxy_interaction_required', 'every authorization passes through the proxy interaction', 'interaction_required', (ctx) =>
+      ctx.oidc.result?.consent ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT,
+    ),
+  );
+  return prompts;
+}
+
 export interface ProviderDeps {
   config: Config;
   store: Store;
@@ -35,6 +53,8 @@ export interface ProviderDeps {
 export function createProvider({ config, store, keys, views, log }: ProviderDeps): Provider {
   const resourceUrl = config.mcp.resourceUrl;
   const scopes = resourceScopes(config);
+
+  const cimd = cimdConfiguration(config, log);
 
   const configuration: Configuration = {
     adapter: store.Adapter,
@@ -63,12 +83,33 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     expiresWithSession: async () => false,
     rotateRefreshToken: true,
+    // Revoking any token of a grant (RFC 7009) already revokes all its tokens, refresh tokens
+    // included; destroying the grant too lets `grant.revoked` delete its upstream credentials.
+    // Every login makes a new grant, so nothing would ever use the old one again.
+    revokeGrantPolicy: () => true,
+    // Browser-based clients (MCP Inspector) call /token and /token/revocation cross-origin.
+    clientBasedCORS: clientBasedCors,
     ttl: { ...TTL },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    // R11, R24: every URL a client makes us fetch (CIMD client_id, jwks_uri, sector_identifier_uri)
+    // goes through one SSRF-checked fetch with size limits.
+    fetch: cimd.fetch,
+    fetchResponseBodyLimits: cimd.fetchResponseBodyLimits,
+    interactions: { policy: policy(), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     features: {
       devInteractions: { enabled: false },
+      clientIdMetadataDocument: cimd.clientIdMetadataDocument,
       registration: { enabled: true, initialAccessToken: false },
-      revocation: { enabled: true },
+      revocation: {
+        enabled: true,
+        // RFC 7009 §2.1: a client revokes only its own tokens. A public client proves nothing by
+        // naming a client_id, so it is answered as for an unknown token (§2.2) and learns nothing
+        // about others' tokens; an authenticated client is told it may not.
+        allowedPolicy: async (_ctx, client, token) => {
+          if (token.clientId === client.clientId) return true;
+          if (client.clientAuthMethod === 'none') return false;
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        },
+      },
       userinfo: { enabled: false },
       resourceIndicators: {
         enabled: true,

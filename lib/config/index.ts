@@ -1,9 +1,11 @@
 import { createPrivateKey, type JsonWebKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { JSONWebKeySet, JWK } from 'jose';
 import type {
+  CimdConfig,
   Config,
   IdentityConfig,
   McpConfig,
@@ -74,6 +76,7 @@ const OWN_PREFIXES = [
   'MCP_PROXY_',
   'OIDC_PROVIDER_',
   'IDENTITY_',
+  'CIMD_',
 ];
 
 const EXAMPLE_MCP_SERVER = fileURLToPath(new URL('../dev/example-mcp-server.ts', import.meta.url));
@@ -132,6 +135,7 @@ export function loadConfig(
   const provider = readProvider(c);
   const identity = readIdentity(c, localInsecure);
   const proxy = readProxy(c);
+  const cimd = readCimd(c);
   const telemetry = readTelemetry(c);
   warnAboutUnknownVariables(c, env);
 
@@ -146,6 +150,7 @@ export function loadConfig(
     provider: defined(provider),
     identity,
     proxy: defined(proxy),
+    cimd: defined(cimd),
     telemetry,
     warnings: c.warnings,
   };
@@ -198,7 +203,7 @@ function readLocalInsecure(c: Collector): boolean {
     return false;
   }
   c.warn(
-    'LOCAL_INSECURE=true: plain-http loopback identity providers and client metadata documents are accepted; never use this outside local development',
+    'LOCAL_INSECURE=true: plain-http loopback identity providers and client metadata documents on loopback addresses (self-signed certificates included) are accepted; never use this outside local development',
   );
   return true;
 }
@@ -698,6 +703,48 @@ function parseOrigin(entry: string): string | undefined {
     return undefined;
   if (/[?#]/.test(entry)) return undefined;
   return url.origin;
+}
+
+function readCimd(c: Collector): CimdConfig | undefined {
+  let valid = true;
+  const allowedHosts = new Set<string>();
+  const raw = c.read('CIMD_ALLOWED_HOSTS');
+  for (const entry of (raw ?? '').split(',').map((e) => e.trim())) {
+    if (entry === '') continue;
+    const problem = hostNameProblem(entry);
+    if (problem !== undefined) {
+      c.report('CIMD_ALLOWED_HOSTS', `${JSON.stringify(entry)} ${problem}`);
+      valid = false;
+    } else {
+      allowedHosts.add(hostName(entry));
+    }
+  }
+  return valid ? { allowedHosts: [...allowedHosts] } : undefined;
+}
+
+/** RFC 1123 labels, after IDNA mapping: letters, digits, inner hyphens, 1–63 characters each. */
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/**
+ * CIMD_ALLOWED_HOSTS is compared with the host of a client_id URL, nothing else: a scheme, port
+ * or path in an entry would suggest a finer match than the one made, so such entries are refused
+ * rather than trimmed.
+ */
+function hostNameProblem(entry: string): string | undefined {
+  if (entry.includes('://') || /[/:@?#\\]/.test(entry)) {
+    return 'is not a host name: give the host alone, without scheme, port or path';
+  }
+  if (entry.includes('*')) return 'has a wildcard: list each host name';
+  if (isIP(entry) !== 0 || /^[\d.]+$/.test(entry)) {
+    return 'is an IP address: client_id metadata documents are only fetched by host name';
+  }
+  if (!HOST_NAME.test(hostName(entry))) return 'is not a valid host name';
+  return undefined;
+}
+
+/** Lower-case, IDNs in punycode: the form `new URL(client_id).hostname` has. */
+function hostName(entry: string): string {
+  return tryUrl(`https://${entry}/`)?.hostname ?? entry.toLowerCase();
 }
 
 function readTelemetry(c: Collector): TelemetryConfig {

@@ -22,6 +22,7 @@ export interface Config {
   /** Absent → the embedded development identity provider (development only). */
   readonly identity: IdentityConfig | undefined;
   readonly proxy: ProxyConfig;
+  readonly cimd: CimdConfig;
   readonly telemetry: TelemetryConfig;
   /** Warnings to print at start-up (risky switches, development fallbacks in use). */
   readonly warnings: readonly string[];
@@ -83,6 +84,14 @@ export interface ProxyConfig {
   readonly maxBodyBytes: number;
   /** Extra origins allowed to call `/mcp` from a browser (R6). Our own origin always is. */
   readonly allowedOrigins: readonly string[];
+}
+
+export interface CimdConfig {
+  /**
+   * CIMD_ALLOWED_HOSTS: lower-case host names (punycode for IDNs) whose `https://` client_ids may
+   * be fetched as Client ID Metadata Documents. Empty: any public host may be.
+   */
+  readonly allowedHosts: readonly string[];
 }
 
 export interface TelemetryConfig {

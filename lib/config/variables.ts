@@ -43,7 +43,7 @@ export const VARIABLES: readonly VariableDoc[] = [
     production: 'refused when `true`',
     development: '`false`',
     meaning:
-      '`true` allows plain-http loopback upstreams (identity provider, client metadata documents) for local development. Printed as a warning at start-up.',
+      '`true` allows loopback upstreams for local development: a plain-http identity provider, and client metadata documents served from loopback addresses (self-signed certificates accepted there only). Printed as a warning at start-up.',
     example: 'true',
   },
   {
@@ -144,6 +144,14 @@ export const VARIABLES: readonly VariableDoc[] = [
     development: '`openid offline_access`',
     meaning: 'Scopes this authorization server offers, space separated; must include `openid`.',
     example: 'openid offline_access',
+  },
+  {
+    name: 'CIMD_ALLOWED_HOSTS',
+    production: 'no',
+    development: 'any public host',
+    meaning:
+      'Host names whose `https://` client_ids are accepted as Client ID Metadata Documents, comma separated, host names only (no scheme, port or path). Other client_id hosts are refused before anything is fetched. Unset: any host whose address is public.',
+    example: 'claude.ai,chatgpt.com',
   },
   {
     name: 'IDENTITY_SERVER_URL',

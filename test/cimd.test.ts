@@ -1,0 +1,753 @@
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import {
+  addressRefusal,
+  adaptClientMetadata,
+  CIMD_MAX_BYTES,
+  createOutboundFetch,
+  guardedLookup,
+  OutboundFetchRefused,
+  type Resolver,
+} from '../lib/auth-server/cimd.ts';
+import { deriveKeyMaterial, ephemeralJwks } from '../lib/auth-server/keys.ts';
+import { createProvider } from '../lib/auth-server/provider.ts';
+import { loadConfig } from '../lib/config/index.ts';
+import { createMemoryStore } from '../lib/store/index.ts';
+import { captureLogs, log } from '../lib/telemetry/log.ts';
+import { createViews } from '../lib/views/index.ts';
+import { createBrowser } from './helpers/browser.ts';
+import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
+
+// --- A document host: https on 127.0.0.1 with a self-signed certificate --------------------------
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+interface DocumentHost {
+  /** `https://127.0.0.1:<port>` */
+  readonly ip: string;
+  /** `https://localhost:<port>` */
+  readonly name: string;
+  /** Requests per path. */
+  readonly hits: Map<string, number>;
+  /** TCP connections accepted, whatever came of them. */
+  connections: number;
+  serve(path: string, handler: Handler): void;
+  json(path: string, body: unknown, headers?: Record<string, string>): void;
+  close(): Promise<void>;
+}
+
+async function startDocumentHost(): Promise<DocumentHost> {
+  const dir = mkdtempSync(join(tmpdir(), 'cimd-cert-'));
+  try {
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      ],
+      { stdio: 'ignore' },
+    );
+    const handlers = new Map<string, Handler>();
+    const hits = new Map<string, number>();
+    const server: Server = createHttpsServer(
+      { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+      (req, res) => {
+        const path = new URL(req.url ?? '/', 'https://x').pathname;
+        hits.set(path, (hits.get(path) ?? 0) + 1);
+        const handler = handlers.get(path);
+        if (handler) handler(req, res);
+        else res.writeHead(404).end();
+      },
+    );
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as AddressInfo;
+    const host: DocumentHost = {
+      ip: `https://127.0.0.1:${port}`,
+      name: `https://localhost:${port}`,
+      hits,
+      connections: 0,
+      serve: (path, handler) => void handlers.set(path, handler),
+      json(path, body, headers = {}) {
+        handlers.set(path, (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
+        });
+      },
+      async close() {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      },
+    };
+    server.on('connection', () => (host.connections += 1));
+    return host;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// --- OAuth helpers -------------------------------------------------------------------------------
+
+function pkce(): { verifier: string; challenge: string } {
+  const verifier = randomBytes(32).toString('base64url');
+  return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
+}
+
+function authorizationUrl(
+  baseUrl: string,
+  clientId: string,
+  redirectUri: string,
+  challenge = pkce().challenge,
+): string {
+  return `${baseUrl}/auth?${new URLSearchParams({
+    client_id: clientId,
+    response_type: 'code',
+    redirect_uri: redirectUri,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    scope: 'openid',
+    state: 'client-state',
+  })}`;
+}
+
+/** What an authorization request for this client_id answers, without following it. */
+async function authorizationPage(baseUrl: string, clientId: string, redirectUri: string) {
+  const res = await fetch(authorizationUrl(baseUrl, clientId, redirectUri), { redirect: 'manual' });
+  return { status: res.status, location: res.headers.get('location'), body: await res.text() };
+}
+
+/** R16: a refused client is told so on a page, and nothing is sent to any redirect URI. */
+async function expectRefusedAsPage(baseUrl: string, clientId: string, redirectUri: string, description: RegExp) {
+  const page = await authorizationPage(baseUrl, clientId, redirectUri);
+  expect(page.location, 'no redirect').to.equal(null);
+  expect(page.status).to.equal(400);
+  expect(page.body).to.match(description);
+  expect(page.body).to.not.contain('Confirm login');
+}
+
+async function withLogs<T>(fn: () => Promise<T>): Promise<{ result: T; lines: string[] }> {
+  const lines: string[] = [];
+  const restore = captureLogs((line) => lines.push(line));
+  try {
+    return { result: await fn(), lines };
+  } finally {
+    restore();
+  }
+}
+
+async function exchangeCode(baseUrl: string, params: Record<string, string>): Promise<Response> {
+  return fetch(`${baseUrl}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'authorization_code', ...params }),
+  });
+}
+
+async function whoami(mcpUrl: string, accessToken: string): Promise<Record<string, unknown>> {
+  const client = new Client({ name: 'cimd-test', version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), {
+    requestInit: { headers: { authorization: `Bearer ${accessToken}` } },
+  });
+  await client.connect(transport);
+  try {
+    const result = (await client.callTool({ name: 'whoami', arguments: {} })) as { content: { text: string }[] };
+    return JSON.parse(result.content[0]!.text) as Record<string, unknown>;
+  } finally {
+    await client.close();
+  }
+}
+
+/** Claude Code's published document, re-hosted: loopback callbacks without a port, no application_type. */
+function claudeCodeDocument(clientId: string): Record<string, unknown> {
+  return {
+    client_id: clientId,
+    client_name: 'Claude Code',
+    client_uri: 'https://claude.ai',
+    redirect_uris: ['http://localhost/callback', 'http://127.0.0.1/callback'],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+  };
+}
+
+// --- The policy functions ------------------------------------------------------------------------
+
+describe('CIMD and outbound fetches: address policy (R11, R24)', function () {
+  const production = { publicAddresses: true, loopback: false };
+  const development = { publicAddresses: true, loopback: true };
+
+  const refused = [
+    '127.0.0.1',
+    '127.8.9.10',
+    '0.0.0.0',
+    '10.0.0.1',
+    '100.64.0.1',
+    '169.254.169.254',
+    '172.16.0.1',
+    '172.31.255.255',
+    '192.0.0.170',
+    '192.168.1.1',
+    '198.18.0.1',
+    '224.0.0.251',
+    '255.255.255.255',
+    '::1',
+    '::',
+    '::ffff:127.0.0.1',
+    '::ffff:a9fe:a9fe',
+    '::ffff:8.8.8.8',
+    '::a00:1',
+    '64:ff9b::a9fe:a9fe',
+    '2002:a9fe:a9fe::1',
+    '2001::1',
+    '2001:db8::1',
+    'fc00::1',
+    'fd00:ec2::254',
+    'fe80::1',
+    'fe80::1%eth0',
+    'ff02::1',
+    '4000::1',
+  ];
+  for (const address of refused) {
+    it(`refuses ${address}`, function () {
+      expect(addressRefusal(address, production)).to.match(/special-use address/);
+    });
+  }
+
+  for (const address of ['8.8.8.8', '1.1.1.1', '93.184.215.14', '2606:4700:4700::1111', '2a00:1450:4001::200e']) {
+    it(`allows the public address ${address}`, function () {
+      expect(addressRefusal(address, production)).to.equal(undefined);
+    });
+  }
+
+  it('with LOCAL_INSECURE allows loopback only: never link-local, private or IPv4-mapped', function () {
+    expect(addressRefusal('127.0.0.1', development)).to.equal(undefined);
+    expect(addressRefusal('::1', development)).to.equal(undefined);
+    for (const address of ['169.254.169.254', '10.0.0.1', '192.168.0.1', '::ffff:127.0.0.1', 'fe80::1', '0.0.0.0']) {
+      expect(addressRefusal(address, development), address).to.match(/special-use address/);
+    }
+  });
+
+  it('the loopback-only policy refuses public addresses', function () {
+    expect(addressRefusal('8.8.8.8', { publicAddresses: false, loopback: true })).to.match(/not a loopback/);
+  });
+
+  describe('checks the resolved address, not the name', function () {
+    const resolver =
+      (addresses: string[]): Resolver =>
+      (_hostname, _options, callback) =>
+        callback(
+          null,
+          addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 })),
+        );
+    const lookup = (addresses: string[], all: boolean) =>
+      new Promise<{ error: Error | null; address: unknown }>((resolve) => {
+        guardedLookup(production, resolver(addresses))('docs.example.com', { all }, (error, address) =>
+          resolve({ error, address }),
+        );
+      });
+
+    it('refuses a name that resolves to 169.254.169.254', async function () {
+      const { error } = await lookup(['169.254.169.254'], false);
+      expect(error).to.be.instanceOf(OutboundFetchRefused);
+      expect(error?.message).to.equal(
+        'docs.example.com resolves to 169.254.169.254: 169.254.169.254 is a special-use address (link-local)',
+      );
+    });
+
+    it('refuses a name with one private address among public ones (DNS rebinding)', async function () {
+      const { error } = await lookup(['93.184.215.14', '10.0.0.1'], true);
+      expect(error?.message).to.match(/10\.0\.0\.1 is a special-use address \(private\)/);
+    });
+
+    it('passes public addresses on, in the shape asked for', async function () {
+      expect((await lookup(['93.184.215.14', '2606:2800::1'], true)).address).to.deep.equal([
+        { address: '93.184.215.14', family: 4 },
+        { address: '2606:2800::1', family: 6 },
+      ]);
+      expect((await lookup(['93.184.215.14'], false)).address).to.equal('93.184.215.14');
+    });
+  });
+
+  describe('refuses before any request is made', function () {
+    const attempts: string[] = [];
+    const spy = (async (input: string | URL | Request) => {
+      attempts.push(String(input));
+      return new Response('{}');
+    }) as typeof fetch;
+    const outbound = createOutboundFetch({ allowLoopback: false, log, fetchImpl: spy });
+    const outboundDev = createOutboundFetch({ allowLoopback: true, log, fetchImpl: spy });
+    beforeEach(() => (attempts.length = 0));
+
+    const cases: [string, RegExp][] = [
+      ['https://169.254.169.254/latest/meta-data/', /link-local/],
+      ['https://10.0.0.1/client.json', /private/],
+      ['https://127.0.0.1/client.json', /loopback/],
+      ['https://0x7f.1/client.json', /127\.0\.0\.1 is a special-use address \(loopback\)/],
+      ['https://2130706433/client.json', /loopback/],
+      ['https://[::1]/client.json', /loopback/],
+      ['https://[::ffff:a9fe:a9fe]/client.json', /IPv4-mapped/],
+      ['https://[fd00:ec2::254]/client.json', /unique-local/],
+      ['http://docs.example.com/client.json', /only https/],
+      ['file:///etc/passwd', /only https/],
+    ];
+    for (const [url, reason] of cases) {
+      it(url, async function () {
+        const error = await outbound(url).then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
+        expect(error).to.be.instanceOf(OutboundFetchRefused);
+        expect(error?.message).to.match(reason);
+        expect(attempts, 'no request').to.deep.equal([]);
+      });
+    }
+
+    it('LOCAL_INSECURE still refuses 169.254.169.254 and 10.0.0.1, and lets 127.0.0.1 through', async function () {
+      for (const url of ['https://169.254.169.254/x', 'https://10.0.0.1/x', 'https://[::ffff:7f00:1]/x']) {
+        const error = await outboundDev(url).then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
+        expect(error, url).to.be.instanceOf(OutboundFetchRefused);
+      }
+      expect(attempts).to.deep.equal([]);
+      await outboundDev('https://127.0.0.1:8443/client.json');
+      expect(attempts).to.deep.equal(['https://127.0.0.1:8443/client.json']);
+    });
+
+    it('never follows redirects, whatever the caller asked', async function () {
+      let seen: RequestInit | undefined;
+      const capture = createOutboundFetch({
+        allowLoopback: true,
+        log,
+        fetchImpl: (async (_input: string | URL | Request, init?: RequestInit) => {
+          seen = init;
+          return new Response(null, { status: 302, headers: { location: 'https://169.254.169.254/' } });
+        }) as typeof fetch,
+      });
+      const res = await capture('https://127.0.0.1:8443/jwks.json', { redirect: 'follow' });
+      expect(seen?.redirect).to.equal('manual');
+      expect(res.status).to.equal(302);
+      expect(await res.text()).to.equal('');
+    });
+  });
+
+  describe('on a real connection', function () {
+    let host: DocumentHost;
+    const names: Resolver = (hostname, _options, callback) => {
+      const table: Record<string, string> = {
+        'docs.test': '127.0.0.1',
+        'metadata.test': '169.254.169.254',
+        'intranet.test': '10.0.0.1',
+      };
+      const address = table[hostname];
+      if (!address) return callback(Object.assign(new Error(`${hostname} not found`), { code: 'ENOTFOUND' }), []);
+      callback(null, [{ address, family: 4 }]);
+    };
+    const failure = (promise: Promise<unknown>) =>
+      promise.then(
+        () => expect.fail('fetched'),
+        (e: unknown) => e as Error & { cause?: { code?: string } },
+      );
+
+    before(async function () {
+      host = await startDocumentHost();
+      host.json('/doc.json', { hello: 'world' });
+    });
+    after(async function () {
+      await host?.close();
+    });
+
+    it('refuses names resolving to special-use addresses without connecting anywhere', async function () {
+      const outbound = createOutboundFetch({ allowLoopback: false, log, resolve: names });
+      const port = new URL(host.ip).port;
+      const before = host.connections;
+      for (const [name, kind] of [
+        ['docs.test', 'loopback'],
+        ['metadata.test', 'link-local'],
+        ['intranet.test', 'private'],
+      ]) {
+        const error = await failure(outbound(`https://${name}:${port}/doc.json`));
+        expect(error, name).to.be.instanceOf(OutboundFetchRefused);
+        expect(error.message).to.match(new RegExp(`^${name} resolves to .*\\(${kind}\\)$`));
+      }
+      expect(host.connections - before).to.equal(0);
+      expect(host.hits.get('/doc.json') ?? 0).to.equal(0);
+    });
+
+    it('with LOCAL_INSECURE accepts a self-signed certificate on a loopback host name only', async function () {
+      const outbound = createOutboundFetch({ allowLoopback: true, log, resolve: names });
+      const res = await outbound(`${host.ip}/doc.json`);
+      expect(await res.json()).to.deep.equal({ hello: 'world' });
+      // docs.test resolves to 127.0.0.1 too, but is not a loopback name: its certificate is verified.
+      const port = new URL(host.ip).port;
+      const error = await failure(outbound(`https://docs.test:${port}/doc.json`));
+      expect(error).to.not.be.instanceOf(OutboundFetchRefused);
+      expect(error.cause?.code).to.match(/CERT/);
+      const intranet = await failure(outbound(`https://intranet.test:${port}/doc.json`));
+      expect(intranet).to.be.instanceOf(OutboundFetchRefused);
+    });
+  });
+
+  describe('application type of a document (Claude Code quirk)', function () {
+    it('makes a document with loopback redirect URIs native', function () {
+      const document = claudeCodeDocument('https://claude.ai/oauth/claude-code-client-metadata');
+      expect(adaptClientMetadata(document)).to.deep.equal({ ...document, application_type: 'native' });
+    });
+
+    it('leaves a document with https redirect URIs alone', function () {
+      const document = { client_id: 'https://c.example/m', redirect_uris: ['https://chatgpt.com/connector/oauth/x'] };
+      expect(adaptClientMetadata(document)).to.equal(document);
+    });
+  });
+});
+
+// --- Without LOCAL_INSECURE: the provider on its own, on a real listener -------------------------
+
+describe('CIMD without LOCAL_INSECURE: loopback documents are refused before connecting (R11)', function () {
+  let host: DocumentHost;
+  let baseUrl: string;
+  let close: () => Promise<void>;
+
+  before(async function () {
+    host = await startDocumentHost();
+    const config = loadConfig({ LOG_LEVEL: 'warn' });
+    expect(config.localInsecure).to.equal(false);
+    const store = createMemoryStore();
+    const provider = createProvider({
+      config,
+      store,
+      keys: deriveKeyMaterial(await ephemeralJwks()),
+      views: createViews(undefined),
+      log,
+    });
+    const server = createHttpServer(provider.callback());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    close = async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await store.close();
+    };
+  });
+  after(async function () {
+    await close?.();
+    await host?.close();
+  });
+
+  for (const origin of ['ip', 'name'] as const) {
+    it(`refuses ${origin === 'ip' ? '127.0.0.1' : 'localhost (resolved to loopback)'} and opens no connection`, async function () {
+      const clientId = `${host[origin]}/claude-code.json`;
+      host.json('/claude-code.json', claudeCodeDocument(clientId));
+      const before = host.connections;
+      const { lines } = await withLogs(() =>
+        expectRefusedAsPage(
+          baseUrl,
+          clientId,
+          'http://127.0.0.1:5555/callback',
+          /client_id metadata document fetch failed/,
+        ),
+      );
+      expect(host.connections - before, 'connections to the document host').to.equal(0);
+      expect(lines.join('\n')).to.match(/outbound fetch refused" .*special-use address \(loopback\)/);
+    });
+  }
+});
+
+// --- Through the whole proxy ----------------------------------------------------------------------
+
+describe('CIMD through the proxy (R11, R16, R24)', function () {
+  let stack: Stack;
+  let host: DocumentHost;
+
+  before(async function () {
+    host = await startDocumentHost();
+    stack = await startStack({ env: { LOCAL_INSECURE: 'true' } });
+  });
+  after(async function () {
+    await stack?.close();
+    await host?.close();
+  });
+
+  it('advertises client_id_metadata_document_supported in both discovery documents', async function () {
+    for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
+      const metadata = (await (await fetch(`${stack.baseUrl}${path}`)).json()) as Record<string, unknown>;
+      expect(metadata.client_id_metadata_document_supported, path).to.equal(true);
+    }
+  });
+
+  it('Claude Code: a document without ports, a random loopback port, a token that works on /mcp, the document cached', async function () {
+    const clientId = `${host.ip}/oauth/claude-code-client-metadata`;
+    host.json('/oauth/claude-code-client-metadata', claudeCodeDocument(clientId), {
+      'cache-control': 'public, max-age=300',
+    });
+
+    const login = async (port: number) => {
+      const redirectUri = `http://localhost:${port}/callback`;
+      const { verifier, challenge } = pkce();
+      const url = authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge);
+      const back = await authorizeInBrowser(createBrowser(), url, redirectUri);
+      expect(back.searchParams.get('iss')).to.equal(stack.baseUrl);
+      const code = back.searchParams.get('code');
+      expect(code, back.href).to.be.a('string');
+      const res = await exchangeCode(stack.baseUrl, {
+        code: code!,
+        redirect_uri: redirectUri,
+        code_verifier: verifier,
+        client_id: clientId,
+      });
+      expect(res.status, await res.clone().text()).to.equal(200);
+      return (await res.json()) as { access_token: string };
+    };
+
+    const first = await login(50123);
+    const seen = await whoami(stack.mcpUrl, first.access_token);
+    expect(seen.userId).to.equal('alice');
+
+    // A second login on another port within max-age: no new fetch of the document.
+    await login(50999);
+    expect(host.hits.get('/oauth/claude-code-client-metadata')).to.equal(1);
+  });
+
+  it('ChatGPT: private_key_jwt with a jwks_uri fetched through the same checked fetch', async function () {
+    const { publicKey, privateKey } = await generateKeyPair('RS256');
+    const clientId = `${host.ip}/oauth/chatgpt/client.json`;
+    const redirectUri = 'https://chatgpt.com/connector/oauth/c0nnect0r';
+    host.json('/oauth/chatgpt/jwks.json', { keys: [{ ...(await exportJWK(publicKey)), alg: 'RS256', use: 'sig' }] });
+    host.json('/oauth/chatgpt/client.json', {
+      client_id: clientId,
+      client_name: 'ChatGPT',
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_methods_supported: ['none', 'private_key_jwt'],
+      token_endpoint_auth_signing_alg: 'RS256',
+      jwks_uri: `${host.ip}/oauth/chatgpt/jwks.json`,
+    });
+
+    const { verifier, challenge } = pkce();
+    const back = await authorizeInBrowser(
+      createBrowser(),
+      authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge),
+      redirectUri,
+    );
+    const code = back.searchParams.get('code');
+    expect(code, back.href).to.be.a('string');
+
+    const assertion = await new SignJWT({})
+      .setProtectedHeader({ alg: 'RS256' })
+      .setIssuer(clientId)
+      .setSubject(clientId)
+      .setAudience(stack.baseUrl)
+      .setJti(randomBytes(16).toString('hex'))
+      .setIssuedAt()
+      .setExpirationTime('2m')
+      .sign(privateKey);
+    const res = await exchangeCode(stack.baseUrl, {
+      code: code!,
+      redirect_uri: redirectUri,
+      code_verifier: verifier,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion,
+    });
+    expect(res.status, await res.clone().text()).to.equal(200);
+    expect(host.hits.get('/oauth/chatgpt/jwks.json'), 'jwks_uri fetched').to.be.greaterThan(0);
+  });
+
+  describe('refuses, on a page and never by redirect', function () {
+    it('a document whose client_id is not its URL', async function () {
+      const clientId = `${host.ip}/mismatch.json`;
+      host.json('/mismatch.json', claudeCodeDocument(`${host.ip}/other.json`));
+      await expectRefusedAsPage(stack.baseUrl, clientId, 'http://127.0.0.1:5555/callback', /client_id does not match/);
+    });
+
+    it('a document that is not JSON', async function () {
+      const clientId = `${host.ip}/not-json.json`;
+      host.serve('/not-json.json', (_req, res) =>
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"client_id": '),
+      );
+      await expectRefusedAsPage(
+        stack.baseUrl,
+        clientId,
+        'http://127.0.0.1:5555/callback',
+        /client_id metadata document fetch failed/,
+      );
+    });
+
+    it('a document that is a JSON array', async function () {
+      const clientId = `${host.ip}/array.json`;
+      host.json('/array.json', [claudeCodeDocument(clientId)]);
+      await expectRefusedAsPage(stack.baseUrl, clientId, 'http://127.0.0.1:5555/callback', /not a JSON object/);
+    });
+
+    it('a redirect_uri the document does not list (R16)', async function () {
+      const clientId = `${host.ip}/listed.json`;
+      host.json('/listed.json', claudeCodeDocument(clientId));
+      for (const redirectUri of [
+        'https://attacker.example/callback',
+        'http://127.0.0.1:5555/other',
+        'http://127.0.0.1.attacker.example/callback',
+      ]) {
+        await expectRefusedAsPage(stack.baseUrl, clientId, redirectUri, /redirect_uri did not match/);
+      }
+    });
+
+    it(`a document larger than ${CIMD_MAX_BYTES} bytes`, async function () {
+      const clientId = `${host.ip}/large.json`;
+      const document = { ...claudeCodeDocument(clientId), client_name: 'x'.repeat(CIMD_MAX_BYTES) };
+      host.json('/large.json', document);
+      const { lines } = await withLogs(() =>
+        expectRefusedAsPage(
+          stack.baseUrl,
+          clientId,
+          'http://127.0.0.1:5555/callback',
+          /client_id metadata document fetch failed/,
+        ),
+      );
+      expect(lines.join('\n')).to.match(/outbound fetch refused" .*more than 5120/);
+    });
+
+    it('a document of exactly the limit is accepted', async function () {
+      const clientId = `${host.ip}/at-limit.json`;
+      const base = JSON.stringify({ ...claudeCodeDocument(clientId), client_name: '' });
+      const document = { ...claudeCodeDocument(clientId), client_name: 'x'.repeat(CIMD_MAX_BYTES - base.length) };
+      expect(JSON.stringify(document)).to.have.length(CIMD_MAX_BYTES);
+      host.json('/at-limit.json', document);
+      const page = await authorizationPage(stack.baseUrl, clientId, 'http://127.0.0.1:5555/callback');
+      expect(page.status, page.body).to.equal(303);
+    });
+
+    it('a document that does not arrive in time', async function () {
+      const clientId = `${host.ip}/slow.json`;
+      const waiting: ServerResponse[] = [];
+      host.serve('/slow.json', (_req, res) => void waiting.push(res));
+      try {
+        const { lines } = await withLogs(() =>
+          expectRefusedAsPage(
+            stack.baseUrl,
+            clientId,
+            'http://127.0.0.1:5555/callback',
+            /client_id metadata document fetch failed/,
+          ),
+        );
+        expect(waiting, 'the request arrived').to.have.length.greaterThan(0);
+        expect(lines.join('\n')).to.match(/outbound fetch failed" .*timeout/);
+      } finally {
+        for (const res of waiting) res.destroy();
+      }
+    });
+
+    it('a redirect, even to a valid document: redirects are not followed', async function () {
+      const clientId = `${host.ip}/moved.json`;
+      host.json('/target.json', claudeCodeDocument(clientId));
+      host.serve('/moved.json', (_req, res) => res.writeHead(302, { location: `${host.ip}/target.json` }).end());
+      const { lines } = await withLogs(() =>
+        expectRefusedAsPage(
+          stack.baseUrl,
+          clientId,
+          'http://127.0.0.1:5555/callback',
+          /client_id metadata document fetch failed/,
+        ),
+      );
+      expect(host.hits.get('/moved.json')).to.be.greaterThan(0);
+      expect(host.hits.get('/target.json') ?? 0, 'redirect target fetched').to.equal(0);
+      expect(lines.join('\n')).to.match(/outbound fetch not answered with 200" .*status=302/);
+    });
+
+    it('a document asking for a shared-secret client authentication', async function () {
+      const clientId = `${host.ip}/secret.json`;
+      host.json('/secret.json', { ...claudeCodeDocument(clientId), token_endpoint_auth_method: 'client_secret_post' });
+      await expectRefusedAsPage(
+        stack.baseUrl,
+        clientId,
+        'http://127.0.0.1:5555/callback',
+        /must not use shared-secret/,
+      );
+    });
+
+    it('a document with a javascript: redirect URI', async function () {
+      const clientId = `${host.ip}/javascript.json`;
+      host.json('/javascript.json', { ...claudeCodeDocument(clientId), redirect_uris: ['javascript:alert(1)'] });
+      await expectRefusedAsPage(stack.baseUrl, clientId, 'javascript:alert(1)', /redirect_uris must/);
+    });
+
+    for (const [address, kind] of [
+      ['169.254.169.254', 'link-local'],
+      ['10.0.0.1', 'private'],
+    ]) {
+      it(`a client_id at ${address}, even with LOCAL_INSECURE, by the address policy before any request`, async function () {
+        const clientId = `https://${address}/client.json`;
+        const { lines } = await withLogs(() =>
+          expectRefusedAsPage(
+            stack.baseUrl,
+            clientId,
+            'http://127.0.0.1:5555/callback',
+            /client_id metadata document fetch failed/,
+          ),
+        );
+        expect(lines.join('\n')).to.contain(`reason="${address} is a special-use address (${kind})"`);
+      });
+    }
+  });
+});
+
+describe('CIMD_ALLOWED_HOSTS', function () {
+  let stack: Stack;
+  let host: DocumentHost;
+
+  before(async function () {
+    host = await startDocumentHost();
+    stack = await startStack({ redis: false, env: { LOCAL_INSECURE: 'true', CIMD_ALLOWED_HOSTS: 'localhost' } });
+  });
+  after(async function () {
+    await stack?.close();
+    await host?.close();
+  });
+
+  it('accepts a client_id on a listed host', async function () {
+    const clientId = `${host.name}/allowed.json`;
+    host.json('/allowed.json', claudeCodeDocument(clientId));
+    const page = await authorizationPage(stack.baseUrl, clientId, 'http://127.0.0.1:5555/callback');
+    expect(page.status, page.body).to.equal(303);
+    expect(page.location).to.match(/\/interaction\//);
+  });
+
+  it('refuses a client_id on another host with a clear error, fetching nothing', async function () {
+    const clientId = `${host.ip}/elsewhere.json`;
+    host.json('/elsewhere.json', claudeCodeDocument(clientId));
+    await expectRefusedAsPage(
+      stack.baseUrl,
+      clientId,
+      'http://127.0.0.1:5555/callback',
+      /client_id metadata documents from 127\.0\.0\.1 are not accepted by this server/,
+    );
+    expect(host.hits.get('/elsewhere.json') ?? 0).to.equal(0);
+  });
+});
