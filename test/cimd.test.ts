@@ -123,8 +123,9 @@ function authorizationUrl(
   clientId: string,
   redirectUri: string,
   challenge = pkce().challenge,
+  extra: Record<string, string | undefined> = {},
 ): string {
-  return `${baseUrl}/auth?${new URLSearchParams({
+  const params: Record<string, string | undefined> = {
     client_id: clientId,
     response_type: 'code',
     redirect_uri: redirectUri,
@@ -132,7 +133,10 @@ function authorizationUrl(
     code_challenge_method: 'S256',
     scope: 'openid',
     state: 'client-state',
-  })}`;
+    ...extra,
+  };
+  const defined = Object.entries(params).filter((entry): entry is [string, string] => entry[1] !== undefined);
+  return `${baseUrl}/auth?${new URLSearchParams(defined)}`;
 }
 
 /** What an authorization request for this client_id answers, without following it. */
@@ -508,10 +512,10 @@ describe('CIMD through the proxy (R11, R16, R24)', function () {
       'cache-control': 'public, max-age=300',
     });
 
-    const login = async (port: number) => {
+    const login = async (port: number, extra: Record<string, string | undefined> = {}) => {
       const redirectUri = `http://localhost:${port}/callback`;
       const { verifier, challenge } = pkce();
-      const url = authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge);
+      const url = authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge, extra);
       const back = await authorizeInBrowser(createBrowser(), url, redirectUri);
       expect(back.searchParams.get('iss')).to.equal(stack.baseUrl);
       const code = back.searchParams.get('code');
@@ -530,9 +534,34 @@ describe('CIMD through the proxy (R11, R16, R24)', function () {
     const seen = await whoami(stack.mcpUrl, first.access_token);
     expect(seen.userId).to.equal('alice');
 
-    // A second login on another port within max-age: no new fetch of the document.
-    await login(50999);
+    // A second login on another port within max-age: no new fetch of the document. Claude Code
+    // then omits scope (and resource) or sends prompt=consent with offline_access.
+    await login(50999, { scope: undefined });
+    const forced = await login(51000, { scope: 'openid offline_access', prompt: 'consent' });
+    expect((await whoami(stack.mcpUrl, forced.access_token)).userId).to.equal('alice');
     expect(host.hits.get('/oauth/claude-code-client-metadata')).to.equal(1);
+  });
+
+  it('ChatGPT: per-connector https callback, a document offering none', async function () {
+    const clientId = `${host.ip}/oauth/chatgpt/public.json`;
+    const redirectUri = 'https://chatgpt.com/connector/oauth/pub1ic';
+    host.json('/oauth/chatgpt/public.json', {
+      client_id: clientId,
+      client_name: 'ChatGPT',
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      token_endpoint_auth_methods_supported: ['none', 'private_key_jwt'],
+    });
+    const { verifier, challenge } = pkce();
+    const back = await authorizeInBrowser(createBrowser(), authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge), redirectUri);
+    const code = back.searchParams.get('code');
+    expect(code, back.href).to.be.a('string');
+    const res = await exchangeCode(stack.baseUrl, { code: code!, redirect_uri: redirectUri, code_verifier: verifier, client_id: clientId });
+    expect(res.status, await res.clone().text()).to.equal(200);
+    const { access_token } = (await res.json()) as { access_token: string };
+    expect((await whoami(stack.mcpUrl, access_token)).userId).to.equal('alice');
   });
 
   it('ChatGPT: private_key_jwt with a jwks_uri fetched through the same checked fetch', async function () {

@@ -962,6 +962,11 @@ describe('configuration', () => {
       expect(file).to.equal(renderVariablesMarkdown());
     });
 
+    it('the README documents every variable with the same table', () => {
+      const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+      expect(readme).to.contain(renderVariablesMarkdown().trim());
+    });
+
     it('.env.template shows every variable, commented out, with its documented example', () => {
       const template = readFileSync(join(ROOT, '.env.template'), 'utf8');
       const assignments = template.split('\n').filter((line) => /^[A-Z_]+=/.test(line));
