@@ -79,7 +79,11 @@ const OWN_PREFIXES = [
   'CIMD_',
 ];
 
-const EXAMPLE_MCP_SERVER = fileURLToPath(new URL('../dev/example-mcp-server.ts', import.meta.url));
+// Run from sources (tsx) or from the build (dist/): the example server is beside us either way.
+const RUNNING_FROM_SOURCE = import.meta.url.endsWith('.ts');
+const EXAMPLE_MCP_SERVER = fileURLToPath(
+  new URL(`../dev/example-mcp-server.${RUNNING_FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url),
+);
 
 /** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
@@ -346,7 +350,7 @@ function exampleServer(
     path: '/mcp',
     run: {
       command: process.execPath,
-      args: ['--import', 'tsx', EXAMPLE_MCP_SERVER],
+      args: RUNNING_FROM_SOURCE ? ['--import', 'tsx', EXAMPLE_MCP_SERVER] : [EXAMPLE_MCP_SERVER],
       cwd: undefined,
       env: { PORT: String(examplePort) },
     },
