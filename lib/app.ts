@@ -5,7 +5,6 @@ import { clientPolicies } from './auth-server/client-policy.ts';
 import { corsRoutes } from './auth-server/cors.ts';
 import { metadataRoutes } from './auth-server/metadata.ts';
 import { resourceScopes } from './auth-server/provider.ts';
-import { installRefreshGrace } from './auth-server/refresh-grace.ts';
 import type { Config } from './config/types.ts';
 import { errorHandler } from './http/errors.ts';
 import type { IdentityClient } from './identity/index.ts';
@@ -59,7 +58,6 @@ export function createApp(deps: AppDeps): Express {
   const proxy = createMcpProxy(deps);
   app.all([config.mcp.path, `${config.mcp.path}/*rest`], proxy);
   app.use(clientPolicies({ registration: '/reg', authorization: '/auth', token: '/token' }, resourceScopes(config).join(' ')));
-  installRefreshGrace({ provider, store: deps.store, log });
   app.use(provider.callback());
   app.use(errorHandler(views));
   log.debug('app created', { mcp_path: config.mcp.path });

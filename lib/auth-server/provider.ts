@@ -6,6 +6,7 @@ import type { Views } from '../views/index.ts';
 import { cimdConfiguration } from './cimd.ts';
 import { clientBasedCors } from './cors.ts';
 import type { KeyMaterial } from './keys.ts';
+import { installRefreshGrace } from './refresh-grace.ts';
 import { isOurResource } from './resource.ts';
 
 /** Lifetimes, seconds. The vault keeps upstream credentials exactly as long as the grant. */
@@ -149,6 +150,7 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
   const provider = new Provider(config.baseUrl, configuration);
   // Heroku's router terminates TLS and says so in X-Forwarded-Proto (R18).
   provider.proxy = true;
+  installRefreshGrace({ provider, store, log });
 
   provider.on('server_error', (_ctx, error) => log.error('authorization server error', { error: error.message }));
   const refused = (event: string) => (_ctx: unknown, error: Error & { error_description?: string }) =>
