@@ -12,6 +12,7 @@ import {
   createStore,
   type Store,
 } from '../lib/store/index.ts';
+import type { Subscription } from '../lib/store/types.ts';
 import { captureLogs } from '../lib/telemetry/log.ts';
 
 /**
@@ -42,6 +43,17 @@ function token(id: string, grantId: string, extra: Partial<AdapterPayload> = {})
     ...extra,
   };
 }
+
+/** Polls `condition` every 10 ms; fails after 5 s (a bound for a hang, not a timing assertion). */
+async function until(condition: () => boolean, what = 'condition'): Promise<void> {
+  for (let waited = 0; !condition(); waited += 10) {
+    if (waited > 5_000) throw new Error(`${what} not reached within 5 s`);
+    await sleep(10);
+  }
+}
+
+/** Publishing is at most once: a test publishes only after its subscription is confirmed. */
+const untilActive = (subscription: Subscription) => until(() => subscription.active, 'an active subscription');
 
 function storeContract(name: string, open: () => Promise<Subject>): void {
   describe(`Store contract: ${name}`, function () {
@@ -328,6 +340,63 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
       );
     });
 
+    describe('pub/sub', function () {
+      it('delivers a message to every subscriber of its channel, this process included, and only them', async function () {
+        const channel = `ch:${random()}`;
+        const [one, two, other]: string[][] = [[], [], []];
+        const subscriptions = [
+          store.subscribe(channel, (m) => one.push(m)),
+          store.subscribe(channel, (m) => two.push(m)),
+          store.subscribe(`ch:${random()}`, (m) => other.push(m)),
+        ];
+        try {
+          await Promise.all(subscriptions.map(untilActive));
+          await store.publish(channel, 'grant-1');
+          await until(() => one.length === 1 && two.length === 1);
+          expect(one).to.deep.equal(['grant-1']);
+          expect(two).to.deep.equal(['grant-1']);
+          expect(other).to.deep.equal([]);
+        } finally {
+          await Promise.all(subscriptions.map((s) => s.unsubscribe()));
+        }
+      });
+
+      it('stops delivering after unsubscribe, other subscribers unaffected', async function () {
+        const channel = `ch:${random()}`;
+        const [gone, kept]: string[][] = [[], []];
+        const leaving = store.subscribe(channel, (m) => gone.push(m));
+        const staying = store.subscribe(channel, (m) => kept.push(m));
+        try {
+          await Promise.all([untilActive(leaving), untilActive(staying)]);
+          await leaving.unsubscribe();
+          expect(leaving.active).to.equal(false);
+          await store.publish(channel, 'after');
+          await until(() => kept.length === 1);
+          expect(gone).to.deep.equal([]);
+        } finally {
+          await staying.unsubscribe();
+        }
+      });
+
+      it('a subscriber that throws does not keep the message from the others', async function () {
+        const channel = `ch:${random()}`;
+        const received: string[] = [];
+        const restore = captureLogs(() => undefined);
+        const failing = store.subscribe(channel, () => {
+          throw new Error('boom');
+        });
+        const working = store.subscribe(channel, (m) => received.push(m));
+        try {
+          await Promise.all([untilActive(failing), untilActive(working)]);
+          await store.publish(channel, 'still delivered');
+          await until(() => received.length === 1);
+        } finally {
+          restore();
+          await Promise.all([failing.unsubscribe(), working.unsubscribe()]);
+        }
+      });
+    });
+
     if (name === 'redis') {
       it('never stores a token id, session id or user code in a key or a value', async function () {
         const secrets: string[] = [];
@@ -438,6 +507,56 @@ describe('Redis store outside the contract', function () {
       expect(lines.join('\n'), 'log lines').to.not.include('s3cret');
     } finally {
       restore();
+      await store.close();
+    }
+  });
+
+  it('pub/sub reaches another store on the same prefix, never one on another prefix', async function () {
+    const channel = `ch:${random()}`;
+    const [publisher, sibling, stranger] = [keyPrefix, keyPrefix, `test:store:${random()}:`].map((p) =>
+      createRedisStore({ url: redisUrl, keyPrefix: p, tlsRejectUnauthorized: true }),
+    );
+    const [heard, overheard]: string[][] = [[], []];
+    try {
+      const subscriptions = [
+        sibling!.subscribe(channel, (m) => heard.push(m)),
+        stranger!.subscribe(channel, (m) => overheard.push(m)),
+      ];
+      await Promise.all(subscriptions.map(untilActive));
+      await publisher!.publish(channel, 'one');
+      await publisher!.publish(channel, 'two');
+      await until(() => heard.length === 2);
+      expect(heard).to.deep.equal(['one', 'two']);
+      // Both messages went through one Redis in order; had the stranger been listening on the
+      // same channel, the first would have arrived by now.
+      expect(overheard).to.deep.equal([]);
+    } finally {
+      await Promise.all([publisher!.close(), sibling!.close(), stranger!.close()]);
+    }
+  });
+
+  it('a lost subscriber connection shows as inactive, then active under a new generation', async function () {
+    const prefix = `test:store:${random()}:`;
+    const store = createRedisStore({ url: redisUrl, keyPrefix: prefix, tlsRejectUnauthorized: true });
+    const channel = `ch:${random()}`;
+    const received: string[] = [];
+    try {
+      const subscription = store.subscribe(channel, (m) => received.push(m));
+      expect(subscription.active, 'not active before Redis confirmed it').to.equal(false);
+      await untilActive(subscription);
+      const before = subscription.generation;
+      const clients = (await raw.call('CLIENT', 'LIST', 'TYPE', 'pubsub')) as string;
+      const id = /(?:^|\n)id=(\d+) .*name=(\S*)/g;
+      let ours: string | undefined;
+      for (const match of clients.matchAll(id)) if (match[2] === `${prefix}subscriber`) ours = match[1];
+      expect(ours, 'the subscriber connection is named after its prefix').to.be.a('string');
+      await raw.call('CLIENT', 'KILL', 'ID', ours!);
+      await until(() => !subscription.active, 'inactive after the kill');
+      await untilActive(subscription);
+      expect(subscription.generation).to.be.greaterThan(before);
+      await store.publish(channel, 'after reconnect');
+      await until(() => received.length === 1);
+    } finally {
       await store.close();
     }
   });

@@ -6,6 +6,8 @@ export interface Caller {
   accountId: string;
   clientId: string;
   scope: string;
+  /** Epoch milliseconds at which the token expires: no cache may trust it longer. */
+  tokenExpiresAt: number;
 }
 
 /** RFC 6750 §2.1 only: the header. Query tokens (§2.3) leak into logs and Referer (R3). */
@@ -23,21 +25,23 @@ function audienceIncludes(aud: unknown, resourceUrl: string): boolean {
  * Validates one of *our* access tokens on every request (R3): it must exist in the store, be
  * unexpired, and have been issued for this resource. An upstream token sent here is simply not
  * found (R4). Returns undefined for any token that is not good enough; never throws for bad input.
+ * Throws when the store cannot answer: that is no reason to send a client with a valid token
+ * through login again (the caller answers 503).
  */
-export async function authenticate(provider: Provider, resourceUrl: string, token: string): Promise<Caller | undefined> {
-  let accessToken;
-  try {
-    accessToken = await provider.AccessToken.find(token);
-  } catch {
-    return undefined;
-  }
+export async function authenticate(
+  provider: Provider,
+  resourceUrl: string,
+  token: string,
+): Promise<Caller | undefined> {
+  const accessToken = await provider.AccessToken.find(token);
   if (!accessToken || accessToken.isExpired) return undefined;
   if (!audienceIncludes(accessToken.aud, resourceUrl)) return undefined;
-  if (!accessToken.grantId || !accessToken.accountId) return undefined;
+  if (!accessToken.grantId || !accessToken.accountId || typeof accessToken.exp !== 'number') return undefined;
   return {
     grantId: accessToken.grantId,
     accountId: accessToken.accountId,
     clientId: accessToken.clientId ?? '',
     scope: accessToken.scope ?? '',
+    tokenExpiresAt: accessToken.exp * 1000,
   };
 }

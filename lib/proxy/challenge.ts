@@ -1,4 +1,4 @@
-import type { Response } from 'express';
+import type { ServerResponse } from 'node:http';
 
 /** RFC 6750 §3 challenge parameters; quoted-string values cannot carry `"` or `\`. */
 export interface Challenge {
@@ -21,18 +21,39 @@ export function challengeHeader(resourceMetadataUrl: string, challenge: Challeng
 }
 
 /**
- * 401 and 403 answers on `/mcp` are for programs: a challenge header (R2) and a small JSON body,
- * never an HTML page or a redirect to a login form.
+ * Every answer the proxy makes itself is a small JSON document for programs, never an HTML page
+ * or a redirect. Plain Node, so the proxy runs with or without Express in front of it.
  */
-export function sendChallenge(res: Response, status: 401 | 403, resourceMetadataUrl: string, challenge: Challenge): void {
-  res
-    .status(status)
-    .set({
-      'WWW-Authenticate': challengeHeader(resourceMetadataUrl, challenge),
-      'Cache-Control': 'no-store',
-    })
-    .json({
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: { error: string; error_description: string },
+  headers: Record<string, string> = {},
+): void {
+  const json = JSON.stringify(body);
+  res.writeHead(status, {
+    ...headers,
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(json)),
+    'Cache-Control': 'no-store',
+  });
+  res.end(json);
+}
+
+/** 401 and 403 on `/mcp`: the challenge header clients discover us by (R2, R5), and a JSON body. */
+export function sendChallenge(
+  res: ServerResponse,
+  status: 401 | 403,
+  resourceMetadataUrl: string,
+  challenge: Challenge,
+): void {
+  sendJson(
+    res,
+    status,
+    {
       error: challenge.error ?? 'unauthorized',
       error_description: challenge.description ?? 'a bearer token is required',
-    });
+    },
+    { 'WWW-Authenticate': challengeHeader(resourceMetadataUrl, challenge) },
+  );
 }

@@ -1,103 +1,208 @@
-import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
+import type { ResponseHead } from './headers.ts';
 
-/** Thrown while reading the request body when it is larger than the proxy keeps (→ 413). */
+/** The client's body passed MCP_PROXY_MAX_BODY_BYTES (→ 413, never forwarded whole, never retried). */
 export class BodyTooLargeError extends Error {
   readonly code = 'BODY_TOO_LARGE';
 }
 
-/**
- * The request body as it streams to the MCP server, with a copy kept so a 401 can be retried
- * after a refresh (the body is gone from the socket by then). The copy is bounded: a body over
- * the limit is refused with 413 rather than forwarded unretryable.
- */
-export class KeptBody {
-  readonly chunks: Buffer[] = [];
-  size = 0;
-  complete = false;
-  constructor(readonly limit: number) {}
+/** The client went away before its body was complete: nothing to answer, nothing to retry. */
+export class ClientGoneError extends Error {
+  readonly code = 'CLIENT_GONE';
+}
 
-  add(chunk: Buffer): void {
-    this.size += chunk.length;
-    if (this.size > this.limit) throw new BodyTooLargeError(`request body is larger than ${this.limit} bytes`);
-    this.chunks.push(chunk);
+/**
+ * The client's request body, read once. Each chunk goes to the current upstream request as it
+ * arrives (backpressure: the client is paused while the MCP server's socket is full) and a copy
+ * is kept, because a 401 from the MCP server is retried after a refresh and by then the body is
+ * gone from the socket. The copy is what bounds memory: past `limit` bytes the request is refused
+ * (413), so a body is never half-forwarded and then unretryable. Once the MCP server answered
+ * anything but 401 the copy is dropped (`release`), so memory is held only until the answer.
+ */
+export class ClientBody {
+  private chunks: Buffer[] = [];
+  private keep = true;
+  private sink: ClientRequest | undefined;
+  private failure: Error | undefined;
+  size = 0;
+  ended = false;
+  /** Resolves once the whole body was read; rejects with BodyTooLargeError or ClientGoneError. */
+  readonly finished: Promise<void>;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    readonly limit: number,
+  ) {
+    this.finished = new Promise<void>((resolve, reject) => {
+      const fail = (error: Error) => {
+        if (this.ended || this.failure) return;
+        this.failure = error;
+        this.chunks = [];
+        req.removeListener('data', onData);
+        this.sink?.destroy(error);
+        reject(error);
+      };
+      const onData = (chunk: Buffer) => {
+        this.size += chunk.length;
+        if (this.size > limit) {
+          req.pause();
+          fail(new BodyTooLargeError(`the request body is larger than ${limit} bytes`));
+          return;
+        }
+        if (this.keep) this.chunks.push(chunk);
+        const sink = this.sink;
+        if (sink && !sink.write(chunk)) {
+          req.pause();
+          sink.once('drain', () => {
+            if (this.sink === sink) req.resume();
+          });
+        }
+      };
+      req.on('data', onData);
+      req.once('end', () => {
+        if (this.failure) return;
+        this.ended = true;
+        this.sink?.end();
+        resolve();
+      });
+      req.once('close', () =>
+        fail(new ClientGoneError('the client closed the connection before its body was complete')),
+      );
+      req.once('error', () => fail(new ClientGoneError('the client connection failed')));
+    });
+    // Callers await it only on the retry path; a refused body is also reported through the sink.
+    this.finished.catch(() => undefined);
+  }
+
+  /** The body goes to `request` from now on: what was read so far, then the rest as it comes. */
+  sendTo(request: ClientRequest): void {
+    if (this.failure) {
+      request.destroy(this.failure);
+      return;
+    }
+    if (!this.keep) throw new Error('the body was released and cannot be sent again');
+    this.sink = request;
+    for (const chunk of this.chunks) request.write(chunk);
+    if (this.ended) request.end();
+  }
+
+  /**
+   * The MCP server answered before the body was complete (a 401 decided on headers alone): stop
+   * feeding that request, whose connection is then unusable for another request, and keep
+   * reading so the body can be replayed.
+   */
+  detach(): void {
+    const sink = this.sink;
+    this.sink = undefined;
+    if (!sink) return;
+    if (!this.ended) sink.destroy();
+    if (this.req.isPaused()) this.req.resume();
+  }
+
+  /** No retry will happen: stop keeping a copy. */
+  release(): void {
+    this.keep = false;
+    this.chunks = [];
+  }
+}
+
+/**
+ * One client request's link to the MCP server: the upstream request in flight, and whether the
+ * client has gone (then the upstream request is destroyed, and no new one is started). Cheaper
+ * than an AbortSignal, whose listener bookkeeping costs tens of microseconds per request.
+ */
+export class UpstreamLink {
+  request: ClientRequest | undefined;
+  clientGone = false;
+
+  constructor(res: ServerResponse) {
+    res.once('close', () => {
+      if (res.writableFinished) return;
+      this.clientGone = true;
+      this.request?.destroy();
+    });
   }
 }
 
 export interface UpstreamTarget {
   url: URL;
   agent: http.Agent;
+  transport: typeof http | typeof https;
 }
 
 export function createTarget(serverUrl: URL): UpstreamTarget {
   // Keep-alive: a TCP (and TLS) handshake per tool call would dominate the proxy's added latency.
-  const options = { keepAlive: true, keepAliveMsecs: 10_000, maxSockets: 512, maxFreeSockets: 64, scheduling: 'lifo' as const };
-  const agent = serverUrl.protocol === 'https:' ? new https.Agent(options) : new http.Agent(options);
-  return { url: serverUrl, agent };
+  // LIFO hands out the most recently used socket, so idle ones age out instead of all staying warm.
+  // `timeout` closes idle sockets; with it set, Node also honours the server's `Keep-Alive:
+  // timeout=N` and closes a second earlier, so we never send a request on a socket the MCP server
+  // is closing (Node servers close idle sockets after 5 s): that race surfaces as a 502. It only
+  // emits an event on a busy socket: long SSE streams are not cut.
+  const options = {
+    keepAlive: true,
+    keepAliveMsecs: 10_000,
+    maxSockets: 512,
+    maxFreeSockets: 64,
+    scheduling: 'lifo' as const,
+    timeout: 60_000,
+  };
+  const secure = serverUrl.protocol === 'https:';
+  return {
+    url: serverUrl,
+    agent: secure ? new https.Agent(options) : new http.Agent(options),
+    transport: secure ? https : http,
+  };
 }
 
 /**
- * Sends one request to the MCP server. With `live`, the body streams from the client as it
- * arrives (honouring backpressure both ways) and is kept in `kept`; without it, the kept copy is
- * replayed. Resolves with the response head; the body is left for the caller to stream or drain.
+ * Opens one request to the MCP server and sends `body` into it. Resolves with the response head
+ * (the body is left for the caller to stream or drain); rejects when the request fails before a
+ * response — the body's own failure included, and ClientGoneError once the client has left.
  */
 export function sendUpstream(
   target: UpstreamTarget,
-  options: { method: string; path: string; headers: OutgoingHttpHeaders; kept: KeptBody; live?: IncomingMessage; signal: AbortSignal },
+  options: { method: string; path: string; headers: string[]; body: ClientBody; link: UpstreamLink },
 ): Promise<IncomingMessage> {
-  const { method, path, headers, kept, live, signal } = options;
-  const transport = target.url.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
-    const request = transport.request({
+    const { link } = options;
+    if (link.clientGone) return reject(new ClientGoneError('the client closed the connection'));
+    const request = target.transport.request({
       protocol: target.url.protocol,
       hostname: target.url.hostname,
       port: target.url.port,
-      method,
-      path,
-      headers: live ? headers : { ...headers, 'content-length': String(kept.size) },
+      method: options.method,
+      path: options.path,
+      // A raw name/value list: sent as is, in order, repeats included; Node adds nothing but
+      // `Connection` (and chunked framing when no Content-Length is given).
+      headers: options.headers,
       agent: target.agent,
-      signal,
     });
-    request.on('response', resolve);
-    request.on('error', reject);
-
-    if (!live) {
-      for (const chunk of kept.chunks) request.write(chunk);
-      request.end();
-      return;
-    }
-    if (live.readableEnded) {
-      request.end();
-      kept.complete = true;
-      return;
-    }
-    live.on('data', (chunk: Buffer) => {
-      try {
-        kept.add(chunk);
-      } catch (error) {
-        live.pause();
-        request.destroy(error as Error);
-        return;
-      }
-      if (!request.write(chunk)) {
-        live.pause();
-        request.once('drain', () => live.resume());
-      }
-    });
-    live.on('end', () => {
-      kept.complete = true;
-      request.end();
-    });
-    live.on('error', (error) => request.destroy(error));
+    link.request = request;
+    request.once('response', resolve);
+    // `on`, not `once`: a request can fail again after its response arrived (body refused, client
+    // gone), and an 'error' without a listener would bring the process down.
+    request.on('error', (error) =>
+      reject(link.clientGone ? new ClientGoneError('the client closed the connection', { cause: error }) : error),
+    );
+    options.body.sendTo(request);
   });
 }
 
-/** Waits for the client's body to be fully read (and kept), e.g. before a retry. */
-export function bodyFinished(live: IncomingMessage, kept: KeptBody): Promise<void> {
-  if (kept.complete || live.readableEnded) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    live.once('end', () => resolve());
-    live.once('error', reject);
-    live.once('close', () => (kept.complete ? resolve() : reject(new Error('client went away'))));
+/**
+ * Streams the MCP server's answer to the client, event by event for SSE: every chunk is written
+ * when it arrives, and pipe() pauses the MCP server's response while the client reads slower
+ * than it writes. An answer cut short upstream is cut short here too (the client sees the
+ * connection end before the response did), never ended as if complete.
+ */
+export function streamBack(upstream: IncomingMessage, res: ServerResponse, head: ResponseHead): void {
+  // Set with setHeader underneath, so the MCP server's value of a field replaces any we set.
+  res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, head.headers);
+  // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
+  // owed the head now (a GET stream is "open" once its 200 arrives). A body of known length
+  // follows at once, and goes out in one packet with its head.
+  if (!head.sized) res.flushHeaders();
+  upstream.on('close', () => {
+    if (!upstream.complete) res.destroy();
   });
+  upstream.pipe(res);
 }

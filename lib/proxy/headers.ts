@@ -1,4 +1,8 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+/**
+ * Header policy of `/mcp` (R8): every end-to-end header passes both ways, in its original case,
+ * order and repetition (`rawHeaders`), except the few this proxy owns. Anything a future MCP
+ * revision adds (`Mcp-Method`, `Mcp-Name`, …) therefore passes without a code change.
+ */
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still see. */
 const HOP_BY_HOP = new Set([
@@ -17,12 +21,19 @@ const HOP_BY_HOP = new Set([
 export const IDENTITY_HEADERS = ['x-authorization-scope', 'x-dynamic-client-id', 'x-user-id'] as const;
 
 /**
- * Request headers we own: our bearer token is replaced (R4: no token passthrough), our cookies
- * stay here, Host is the MCP server's, forwarding headers are rebuilt from what we saw.
+ * Request headers we own and set ourselves (or drop):
+ * - `authorization`: our token is replaced by the upstream one (R4: no token passthrough);
+ * - `host`: the MCP server's;
+ * - `forwarded`, `x-forwarded-*`: rebuilt from what we saw, so the MCP server can trust them as
+ *   far as it trusts us;
+ * - `x-request-id`: ours, so one id names the request in both logs;
+ * - `expect`: Node already answered `100 Continue` to the client, and the body follows anyway;
+ * - `content-length`: re-added from the kept body when a request is replayed (see forward.ts);
+ * - `cookie`: filtered, see `cookieFilter`;
+ * - the identity headers.
  */
 const OWNED_REQUEST = new Set([
   'authorization',
-  'cookie',
   'host',
   'forwarded',
   'x-forwarded-for',
@@ -30,31 +41,111 @@ const OWNED_REQUEST = new Set([
   'x-forwarded-host',
   'x-forwarded-port',
   'x-request-id',
+  'expect',
   ...IDENTITY_HEADERS,
 ]);
 
-function connectionListed(headers: IncomingHttpHeaders): Set<string> {
-  const value = headers.connection;
-  if (!value) return new Set();
-  return new Set(value.split(',').map((token) => token.trim().toLowerCase()));
+/** Response headers we own: the request id is ours (set before the proxy runs). */
+const OWNED_RESPONSE = new Set(['x-request-id']);
+
+function connectionListed(raw: readonly string[]): Set<string> | undefined {
+  let listed: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'connection') continue;
+    listed ??= new Set();
+    for (const token of raw[i + 1]!.split(',')) listed.add(token.trim().toLowerCase());
+  }
+  return listed;
 }
 
-export function forwardRequestHeaders(incoming: IncomingHttpHeaders): OutgoingHttpHeaders {
-  const listed = connectionListed(incoming);
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || OWNED_REQUEST.has(name) || listed.has(name)) continue;
-    out[name] = value;
+/**
+ * Our cookies (oidc-provider's session and interaction cookies and their `.sig` signatures) are
+ * bearer credentials for the user's session at this authorization server: they never reach the
+ * MCP server, and the MCP server can neither set nor clear them through us. Every other cookie
+ * passes both ways — an MCP server behind a load balancer may rely on an affinity cookie, which
+ * only works if the `Set-Cookie` we forward comes back to it.
+ */
+export interface CookiePolicy {
+  isOurs(name: string): boolean;
+}
+
+export function cookiePolicy(names: readonly string[]): CookiePolicy {
+  const ours = new Set(names.flatMap((name) => [name, `${name}.sig`]));
+  return { isOurs: (name) => ours.has(name) };
+}
+
+/** The `Cookie` value without our cookies; undefined when nothing is left. */
+function foreignCookies(value: string, policy: CookiePolicy): string | undefined {
+  const pairs = value.split(';');
+  const kept = pairs.filter((pair) => {
+    const eq = pair.indexOf('=');
+    return !policy.isOurs((eq === -1 ? pair : pair.slice(0, eq)).trim());
+  });
+  if (kept.length === pairs.length) return value;
+  const joined = kept.map((pair) => pair.trim()).join('; ');
+  return joined === '' ? undefined : joined;
+}
+
+function setsOurCookie(value: string, policy: CookiePolicy): boolean {
+  const eq = value.indexOf('=');
+  return policy.isOurs((eq === -1 ? value : value.slice(0, eq)).trim());
+}
+
+/**
+ * The client's headers minus those we own, as a raw name/value list. With `keepLength` false the
+ * client's Content-Length is dropped too (a replay declares the kept body's length itself).
+ */
+export function forwardRequestHeaders(raw: readonly string[], policy: CookiePolicy, keepLength = true): string[] {
+  const listed = connectionListed(raw);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || OWNED_REQUEST.has(lower) || listed?.has(lower)) continue;
+    if (!keepLength && lower === 'content-length') continue;
+    let value = raw[i + 1]!;
+    if (lower === 'cookie') {
+      const kept = foreignCookies(value, policy);
+      if (kept === undefined) continue;
+      value = kept;
+    }
+    out.push(name, value);
   }
   return out;
 }
 
-export function forwardResponseHeaders(incoming: IncomingHttpHeaders): OutgoingHttpHeaders {
-  const listed = connectionListed(incoming);
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name)) continue;
-    out[name] = value;
+export interface ResponseHead {
+  /**
+   * By name, in the MCP server's spelling; a repeated field (Set-Cookie…) is an array, so Node
+   * writes each value on its own line. Repeats of one name end up next to each other; nothing
+   * else about the order carries meaning.
+   */
+  headers: Record<string, string | string[]>;
+  /** Whether the body's length is known up front (otherwise it is a stream, e.g. SSE). */
+  sized: boolean;
+}
+
+/** The MCP server's response headers minus hop-by-hop ones and any attempt to set our cookies. */
+export function forwardResponseHeaders(raw: readonly string[], policy: CookiePolicy): ResponseHead {
+  const listed = connectionListed(raw);
+  const headers: Record<string, string | string[]> = {};
+  const spelling = new Map<string, string>();
+  let sized = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || OWNED_RESPONSE.has(lower) || listed?.has(lower)) continue;
+    if (lower === 'set-cookie' && setsOurCookie(value, policy)) continue;
+    if (lower === 'content-length') sized = true;
+    const key = spelling.get(lower);
+    if (key === undefined) {
+      spelling.set(lower, name);
+      headers[name] = value;
+    } else {
+      const previous = headers[key]!;
+      headers[key] = Array.isArray(previous) ? [...previous, value] : [previous, value];
+    }
   }
-  return out;
+  return { headers, sized };
 }

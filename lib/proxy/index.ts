@@ -1,86 +1,242 @@
-import type { IncomingMessage } from 'node:http';
-import type { Request, RequestHandler, Response } from 'express';
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Provider from 'oidc-provider';
 import { protectedResourceMetadataUrl } from '../auth-server/metadata.ts';
 import { resourceScopes } from '../auth-server/provider.ts';
 import type { Config } from '../config/types.ts';
 import { IdentityError, type UpstreamCredentials } from '../identity/index.ts';
+import type { Store, Subscription } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
-import type { Vault } from '../vault/index.ts';
+import type { Vault, VaultEntry } from '../vault/index.ts';
 import { authenticate, bearerFrom, type Caller } from './authenticate.ts';
-import { sendChallenge } from './challenge.ts';
-import { BodyTooLargeError, KeptBody, bodyFinished, createTarget, sendUpstream } from './forward.ts';
-import { forwardRequestHeaders, forwardResponseHeaders } from './headers.ts';
+import { HotPathCache } from './cache.ts';
+import { sendChallenge, sendJson } from './challenge.ts';
+import {
+  BodyTooLargeError,
+  ClientBody,
+  ClientGoneError,
+  createTarget,
+  sendUpstream,
+  streamBack,
+  UpstreamLink,
+} from './forward.ts';
+import { cookiePolicy, forwardRequestHeaders, forwardResponseHeaders } from './headers.ts';
 
 export interface McpProxyDeps {
   config: Config;
   provider: Provider;
   vault: Vault;
+  store: Store;
   log: Logger;
 }
 
 /**
- * `/mcp`, as a straight line: origin check → our bearer token → the grant's upstream token →
- * stream to the MCP server → on its 401, refresh once and replay the kept body.
+ * Store channel on which every process announces a grant whose tokens must no longer be trusted
+ * from its in-process cache. The message is the grant id (an identifier, not a credential).
  */
-export function createMcpProxy({ config, provider, vault, log }: McpProxyDeps): RequestHandler {
+export const GRANT_REVOKED_CHANNEL = 'proxy:grant-revoked';
+
+interface Admitted {
+  /** Path and query on the MCP server. */
+  path: string;
+  caller: Caller;
+  entry: VaultEntry;
+}
+
+/** `.` and `..` path segments, percent-encoded or not: see `upstreamPath`. */
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+
+/**
+ * The `/mcp` handler. Plain Node request and response: it runs as Express middleware, and as well
+ * in front of Express for a request path that needs none of it.
+ */
+export type McpProxy = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+/** Express sets `originalUrl` when a router rewrote `url`; plain Node leaves `url` alone. */
+const requestTarget = (req: IncomingMessage): string => (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+
+/**
+ * The scheme the client used. Express's `req.protocol` when Express is in front (it applies the
+ * app's `trust proxy`); otherwise the same policy as app.ts: one TLS-terminating router in front,
+ * whose `X-Forwarded-Proto` is trusted.
+ */
+function protocolOf(req: IncomingMessage): string {
+  const fromExpress = (req as { protocol?: string }).protocol;
+  if (fromExpress) return fromExpress;
+  const forwarded = req.headers['x-forwarded-proto'];
+  if (typeof forwarded === 'string' && forwarded !== '') return forwarded.split(',')[0]!.trim();
+  return (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+}
+
+/**
+ * `/mcp`, as a straight line: origin check → our bearer token (cached) → the grant's upstream
+ * token (cached) → stream to the MCP server → on its 401, refresh once and replay the kept body.
+ */
+export function createMcpProxy({ config, provider, vault, store, log }: McpProxyDeps): McpProxy {
   const target = createTarget(config.mcp.serverUrl);
+  const targetBase = target.url.pathname.replace(/\/+$/, '');
+  const mcpPath = config.mcp.path.toLowerCase();
   const prmUrl = protectedResourceMetadataUrl(config);
   const scope = resourceScopes(config).join(' ');
   // `openid` names who the user is, not what they may do here: tokens need every other scope.
   const required = resourceScopes(config).filter((s) => s !== 'openid');
-  const ownOrigin = new URL(config.baseUrl).origin;
-  const allowedOrigins = new Set([ownOrigin, ...config.proxy.allowedOrigins]);
+  const allowedOrigins = new Set([new URL(config.baseUrl).origin, ...config.proxy.allowedOrigins]);
   const limit = config.proxy.maxBodyBytes;
+  const cookies = cookiePolicy(['session', 'interaction', 'resume'].map((type) => provider.cookieName(type)));
 
-  const unauthorized = (res: Response, error?: 'invalid_token' | 'invalid_request', description?: string) =>
-    sendChallenge(res, 401, prmUrl, { scope, error, description });
+  // Subscribed on the first request, not here: creating the app does no I/O.
+  let revocations: Subscription | undefined;
+  const cache = new HotPathCache(
+    () => (revocations ??= store.subscribe(GRANT_REVOKED_CHANNEL, (grantId) => cache.dropGrant(grantId))),
+  );
+  const invalidate = (grantId: string | undefined) => {
+    if (!grantId) return;
+    cache.dropGrant(grantId);
+    store.publish(GRANT_REVOKED_CHANNEL, grantId).catch((error: Error) => {
+      // Other processes keep trusting this grant's tokens for at most their cache lifetime.
+      log.warn('could not announce a revoked grant to other processes', { grant_id: grantId, error: error.message });
+    });
+  };
+  // Every way oidc-provider ends a token's validity before its expiry. `grant.revoked` alone is
+  // not enough: revoking an access token (RFC 7009) revokes its grant's other access tokens too,
+  // yet emits it only when `revokeGrantPolicy` says the grant goes as well.
+  provider.on('grant.revoked', (_ctx, grantId: string) => invalidate(grantId));
+  provider.on('grant.destroyed', (grant: { jti?: string }) => invalidate(grant.jti));
+  provider.on('access_token.destroyed', (token: { grantId?: string }) => invalidate(token.grantId));
+  provider.on('refresh_token.destroyed', (token: { grantId?: string }) => invalidate(token.grantId));
 
-  const jsonError = (res: Response, status: number, error: string, description: string, headers: Record<string, string> = {}) => {
-    if (res.headersSent) return void res.destroy();
-    res.status(status).set({ 'Cache-Control': 'no-store', ...headers }).json({ error, error_description: description });
+  const callerFor = async (token: string): Promise<Caller | undefined> => {
+    const key = createHash('sha256').update(token).digest('base64url');
+    const cached = cache.caller(key);
+    if (cached) return cached;
+    const stamp = cache.stamp();
+    const caller = await authenticate(provider, config.mcp.resourceUrl, token);
+    if (caller) cache.setCaller(key, caller, caller.tokenExpiresAt, stamp);
+    return caller;
   };
 
-  const upstreamHeaders = (req: Request, caller: Caller, credentials: UpstreamCredentials) => {
-    const headers = forwardRequestHeaders(req.headers);
+  const vaultEntryFor = async (grantId: string): Promise<VaultEntry | undefined> => {
+    const cached = cache.vaultEntry(grantId);
+    if (cached) return cached;
+    const stamp = cache.stamp();
+    const entry = await vault.getFresh(grantId);
+    if (entry) cache.setVaultEntry(grantId, entry, stamp);
+    return entry;
+  };
+
+  const unauthorized = (res: ServerResponse, error?: 'invalid_token' | 'invalid_request', description?: string) =>
+    sendChallenge(res, 401, prmUrl, { scope, error, description });
+
+  const jsonError = (
+    res: ServerResponse,
+    status: number,
+    error: string,
+    description: string,
+    headers: Record<string, string> = {},
+  ) => {
+    if (res.headersSent) return void res.destroy();
+    sendJson(res, status, { error, error_description: description }, headers);
+  };
+
+  /**
+   * 413, then the rest of the body is read and dropped so the connection stays usable — up to
+   * another `limit` bytes; past that the connection is closed (after the answer has gone out).
+   */
+  const refuseBody = (req: IncomingMessage, res: ServerResponse) => {
+    jsonError(
+      res,
+      413,
+      'payload_too_large',
+      `the request body is larger than ${limit} bytes (MCP_PROXY_MAX_BODY_BYTES)`,
+    );
+    if (req.readableEnded) return;
+    let discarded = 0;
+    const close = () => req.socket?.destroy();
+    req.on('data', (chunk: Buffer) => {
+      discarded += chunk.length;
+      if (discarded > limit) {
+        req.pause();
+        if (res.writableFinished) close();
+        else res.once('finish', close);
+      }
+    });
+    req.resume();
+  };
+
+  /**
+   * The MCP server's path for this request: the part after `/mcp` and the query pass as they are.
+   * Dot segments are refused rather than forwarded: servers that normalise them would let
+   * `/mcp/../admin` reach paths of the MCP server that were never published through us.
+   */
+  const upstreamPath = (originalUrl: string): { path: string; search: string } | undefined => {
+    const q = originalUrl.indexOf('?');
+    const path = q === -1 ? originalUrl : originalUrl.slice(0, q);
+    const search = q === -1 ? '' : originalUrl.slice(q);
+    // Express routes case-insensitively; the MCP server gets its own spelling of the path.
+    if (path.slice(0, mcpPath.length).toLowerCase() !== mcpPath) return undefined;
+    const rest = path.slice(mcpPath.length);
+    if ((rest !== '' && rest[0] !== '/') || DOT_SEGMENT.test(rest)) return undefined;
+    return { path: `${targetBase}${rest}${search}`, search };
+  };
+
+  /** `replayLength`: the kept body's size when this is a replay (its framing is ours to declare). */
+  const upstreamHeaders = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    caller: Caller,
+    credentials: UpstreamCredentials,
+    replayLength?: number,
+  ) => {
+    const replay = replayLength !== undefined;
+    const headers = forwardRequestHeaders(req.rawHeaders, cookies, !replay);
     const priorFor = req.headers['x-forwarded-for'];
     const remote = req.socket.remoteAddress ?? '';
-    // R4: the MCP server sees the user's upstream token, never ours.
-    headers.authorization = `Bearer ${credentials.accessToken}`;
-    headers.host = target.url.host;
-    headers['x-forwarded-for'] = priorFor ? `${priorFor}, ${remote}` : remote;
-    headers['x-forwarded-proto'] = req.protocol;
-    headers['x-forwarded-host'] = req.get('host') ?? '';
-    headers['x-authorization-scope'] = caller.scope;
-    headers['x-dynamic-client-id'] = caller.clientId;
-    headers['x-user-id'] = caller.accountId;
+    headers.push(
+      'Host',
+      target.url.host,
+      // R4: the MCP server sees the user's upstream token, never ours.
+      'Authorization',
+      `Bearer ${credentials.accessToken}`,
+      'X-Forwarded-For',
+      priorFor ? `${priorFor}, ${remote}` : remote,
+      'X-Forwarded-Proto',
+      protocolOf(req),
+      'X-Forwarded-Host',
+      req.headers.host ?? '',
+      'X-Authorization-Scope',
+      caller.scope,
+      'X-Dynamic-Client-Id',
+      caller.clientId,
+      'X-User-Id',
+      caller.accountId,
+    );
+    const requestId = res.getHeader('x-request-id');
+    if (typeof requestId === 'string') headers.push('X-Request-Id', requestId);
+    if (replay && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)) {
+      headers.push('Content-Length', String(replayLength));
+    }
     return headers;
   };
 
-  const pathFor = (req: Request): string => {
-    const incoming = new URL(req.originalUrl, 'http://proxy.invalid');
-    const rest = incoming.pathname.slice(config.mcp.path.length);
-    return `${target.url.pathname.replace(/\/$/, '')}${rest}${incoming.search}`;
-  };
-
-  const streamBack = (upstream: IncomingMessage, res: Response) => {
-    res.writeHead(upstream.statusCode ?? 502, forwardResponseHeaders(upstream.headers));
-    // SSE: every chunk is written as it arrives; pipe() pauses the MCP server when the client
-    // reads slower than it writes.
-    upstream.pipe(res);
-    upstream.on('error', () => res.destroy());
-    upstream.on('aborted', () => res.destroy());
-  };
-
-  return async (req, res) => {
+  /**
+   * Everything decided before the MCP server is contacted. Answers the client itself and returns
+   * undefined when the request goes no further; throws only when the store cannot answer.
+   */
+  const admit = async (req: IncomingMessage, res: ServerResponse): Promise<Admitted | undefined> => {
     const origin = req.headers.origin;
     if (origin !== undefined && !allowedOrigins.has(origin)) {
-      // R6: a browser page from another origin (DNS rebinding included) must not drive the user's
+      // R6: a page from another origin (DNS rebinding included) must not drive the user's
       // session with the MCP server.
       jsonError(res, 403, 'forbidden', 'Origin not allowed');
       return;
     }
-    if (new URL(req.originalUrl, 'http://proxy.invalid').searchParams.has('access_token')) {
+    const route = upstreamPath(requestTarget(req));
+    if (!route) {
+      jsonError(res, 400, 'invalid_request', 'the request path is not one this proxy forwards');
+      return;
+    }
+    if (route.search && new URLSearchParams(route.search).has('access_token')) {
+      // R3, RFC 6750 §2.3: query strings end up in logs and Referer headers.
       unauthorized(res, 'invalid_request', 'access tokens are accepted in the Authorization header only');
       return;
     }
@@ -90,70 +246,81 @@ export function createMcpProxy({ config, provider, vault, log }: McpProxyDeps): 
       else unauthorized(res);
       return;
     }
-    const caller = await authenticate(provider, config.mcp.resourceUrl, token);
+    const caller = await callerFor(token);
     if (!caller) {
       unauthorized(res, 'invalid_token', 'the access token is invalid, expired or not for this resource');
       return;
     }
     const granted = new Set(caller.scope.split(' '));
     if (required.some((s) => !granted.has(s))) {
-      sendChallenge(res, 403, prmUrl, { error: 'insufficient_scope', scope, description: 'the access token lacks a required scope' });
+      sendChallenge(res, 403, prmUrl, {
+        error: 'insufficient_scope',
+        scope,
+        description: 'the access token lacks a required scope',
+      });
       return;
     }
-    const entry = await vault.get(caller.grantId);
+    if (Number(req.headers['content-length'] ?? 0) > limit) {
+      refuseBody(req, res);
+      return;
+    }
+    const entry = await vaultEntryFor(caller.grantId);
     if (!entry) {
       unauthorized(res, 'invalid_token', 'the login behind this token is no longer available');
       return;
     }
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > limit) {
-      jsonError(res, 413, 'payload_too_large', `request body is larger than ${limit} bytes`);
-      return;
-    }
+    return { path: route.path, caller, entry };
+  };
 
-    const controller = new AbortController();
-    res.on('close', () => {
-      // The client went away: stop the MCP server's work on its behalf.
-      if (!res.writableFinished) controller.abort();
-    });
-    const kept = new KeptBody(limit);
-    const send = (credentials: UpstreamCredentials, live: boolean) =>
+  /** Streams the request to the MCP server and its answer back; on its 401, refresh and replay once. */
+  const forward = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    { path, caller, entry }: Admitted,
+  ): Promise<void> => {
+    // The client going away stops the MCP server's work on its behalf.
+    const link = new UpstreamLink(res);
+    const body = new ClientBody(req, limit);
+    const send = (credentials: UpstreamCredentials, replay: boolean) =>
       sendUpstream(target, {
-        method: req.method,
-        path: pathFor(req),
-        headers: upstreamHeaders(req, caller, credentials),
-        kept,
-        live: live ? req : undefined,
-        signal: controller.signal,
+        method: req.method ?? 'GET',
+        path,
+        headers: upstreamHeaders(req, res, caller, credentials, replay ? body.size : undefined),
+        body,
+        link,
       });
 
     try {
-      let upstream = await send(entry.credentials, true);
-      if (upstream.statusCode === 401) {
-        upstream.resume();
-        await bodyFinished(req, kept);
+      let response = await send(entry.credentials, false);
+      if (response.statusCode === 401) {
+        response.resume();
+        body.detach();
+        await body.finished;
         let credentials: UpstreamCredentials;
+        const stamp = cache.stamp();
         try {
           credentials = await vault.refresh(caller.grantId, entry.credentials.accessToken);
         } catch (error) {
           await refreshFailed(res, caller, error);
           return;
         }
-        upstream = await send(credentials, false);
-        if (upstream.statusCode === 401) {
+        cache.setVaultEntry(caller.grantId, { ...entry, credentials }, stamp);
+        response = await send(credentials, true);
+        if (response.statusCode === 401) {
           // A fresh upstream token refused too: this grant cannot reach the MCP server. Send the
           // client back through login rather than echo the MCP server's own challenge.
-          upstream.resume();
+          response.resume();
           log.warn('MCP server refused a freshly refreshed upstream token', { grant_id: caller.grantId });
           unauthorized(res, 'invalid_token', 'the MCP server refused the upstream credentials');
           return;
         }
       }
-      streamBack(upstream, res);
+      body.release();
+      streamBack(response, res, forwardResponseHeaders(response.rawHeaders, cookies));
     } catch (error) {
-      if (error instanceof BodyTooLargeError || (error as { cause?: unknown })?.cause instanceof BodyTooLargeError) {
-        jsonError(res, 413, 'payload_too_large', `request body is larger than ${limit} bytes`);
-      } else if (controller.signal.aborted) {
+      if (error instanceof BodyTooLargeError) {
+        refuseBody(req, res);
+      } else if (error instanceof ClientGoneError || link.clientGone) {
         res.destroy();
       } else {
         log.warn('MCP server unreachable', { error: (error as Error).message });
@@ -162,28 +329,64 @@ export function createMcpProxy({ config, provider, vault, log }: McpProxyDeps): 
     }
   };
 
-  async function refreshFailed(res: Response, caller: Caller, error: unknown): Promise<void> {
+  return async (req, res) => {
+    let admitted: Admitted | undefined;
+    try {
+      admitted = await admit(req, res);
+    } catch (error) {
+      storeUnavailable(res, error);
+      return;
+    }
+    if (admitted) await forward(req, res, admitted);
+  };
+
+  /**
+   * The store did not answer: the client's token may well be fine, so no 401 (it would send the
+   * client through login again) and no 500 (R2: never for an auth decision).
+   */
+  function storeUnavailable(res: ServerResponse, error: unknown): void {
+    log.warn('store unavailable on the MCP endpoint', { error: (error as Error).message });
+    jsonError(res, 503, 'temporarily_unavailable', 'try again shortly', { 'Retry-After': '2' });
+  }
+
+  async function refreshFailed(res: ServerResponse, caller: Caller, error: unknown): Promise<void> {
     const code = error instanceof IdentityError ? error.code : 'IDENTITY_TRANSIENT';
     if (code === 'IDENTITY_GRANT_INVALID') {
       // The upstream will never honour this grant again: revoke ours so the client's refresh
       // token dies with it, and send the client back through login.
       log.info('upstream grant is gone; revoking ours', { grant_id: caller.grantId });
-      await revokeGrant(caller.grantId);
+      try {
+        await revokeGrant(caller.grantId);
+      } catch (revocationError) {
+        // A 401 now would have the client refresh with a refresh token we failed to revoke.
+        storeUnavailable(res, revocationError);
+        return;
+      }
       unauthorized(res, 'invalid_token', 'the upstream login has expired; log in again');
       return;
     }
-    log.warn('upstream refresh failed; keeping the grant', { grant_id: caller.grantId, error: (error as Error).message });
-    jsonError(res, 503, 'temporarily_unavailable', 'the identity provider is unavailable; try again shortly', { 'Retry-After': '5' });
+    log.warn('upstream refresh failed; keeping the grant', {
+      grant_id: caller.grantId,
+      error: (error as Error).message,
+    });
+    jsonError(res, 503, 'temporarily_unavailable', 'the identity provider is unavailable; try again shortly', {
+      'Retry-After': '5',
+    });
   }
 
   async function revokeGrant(grantId: string): Promise<void> {
-    const grant = await provider.Grant.find(grantId);
-    await Promise.all([
-      grant?.destroy(),
-      provider.AccessToken.revokeByGrantId(grantId),
-      provider.RefreshToken.revokeByGrantId(grantId),
-      provider.AuthorizationCode.revokeByGrantId(grantId),
-      vault.delete(grantId),
-    ]);
+    try {
+      const grant = await provider.Grant.find(grantId);
+      await Promise.all([
+        grant?.destroy(),
+        provider.AccessToken.revokeByGrantId(grantId),
+        provider.RefreshToken.revokeByGrantId(grantId),
+        provider.AuthorizationCode.revokeByGrantId(grantId),
+        vault.delete(grantId),
+      ]);
+    } finally {
+      // After the deletes, so no process can read a token of this grant as valid once it heard.
+      invalidate(grantId);
+    }
   }
 }

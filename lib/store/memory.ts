@@ -15,7 +15,8 @@ import {
   userCodeIndexKey,
   type StoredRecord,
 } from './redis.ts';
-import type { AdapterFactory, Store } from './types.ts';
+import type { AdapterFactory, Store, Subscription } from './types.ts';
+import { log } from '../telemetry/log.ts';
 
 /**
  * Development only: one process, lost on restart, so sessions and grants do not survive a deploy
@@ -39,6 +40,7 @@ const SWEEP_EVERY_WRITES = 1_000;
 
 export function createMemoryStore(): Store {
   const entries = new Map<string, Entry>();
+  const channels = new Map<string, Set<(message: string) => void>>();
   let writes = 0;
 
   function live(key: string): Entry | undefined {
@@ -235,10 +237,42 @@ export function createMemoryStore(): Store {
       return true;
     },
 
+    async publish(channel, message) {
+      // Delivered before publish() resolves: one process, so nothing can be missed in between.
+      for (const onMessage of [...(channels.get(channel) ?? [])]) {
+        try {
+          onMessage(message);
+        } catch (error) {
+          log.error('store subscriber failed', { channel, error });
+        }
+      }
+    },
+
+    subscribe(channel, onMessage): Subscription {
+      let handlers = channels.get(channel);
+      if (!handlers) channels.set(channel, (handlers = new Set()));
+      // A wrapper per call, so subscribing one function twice gives two independent subscriptions.
+      const handler = (message: string) => onMessage(message);
+      handlers.add(handler);
+      let subscribed = true;
+      return {
+        get active() {
+          return subscribed;
+        },
+        generation: 0,
+        async unsubscribe() {
+          subscribed = false;
+          handlers.delete(handler);
+          if (handlers.size === 0 && channels.get(channel) === handlers) channels.delete(channel);
+        },
+      };
+    },
+
     async check() {},
 
     async close() {
       entries.clear();
+      channels.clear();
     },
   };
 }

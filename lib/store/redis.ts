@@ -5,7 +5,12 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 
 import type { RedisConfig } from '../config/types.ts';
 import { log, redactUrl } from '../telemetry/log.ts';
-import { StoreUnavailableError, type AdapterFactory, type Store } from './types.ts';
+import {
+  StoreUnavailableError,
+  type AdapterFactory,
+  type Store,
+  type Subscription,
+} from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Key layout of oidc-provider's models, shared with memory.ts so both stores agree byte for byte.
@@ -275,6 +280,65 @@ export function createRedisStore(config: RedisConfig): Store {
   const consumeScript = defineScript(client, 'oidcConsume', CONSUME);
   const deleteIfEqualsScript = defineScript(client, 'deleteIfEquals', DELETE_IF_EQUALS);
 
+  // -------------------------------------------------------------------------------------------
+  // Pub/sub. A connection in subscriber mode can run no other command, so subscriptions share one
+  // extra connection, opened on the first subscribe. Publishing uses the main connection: Redis
+  // runs a connection's commands in order, so a message published before a write of ours reaches
+  // subscribers before anyone can read the result of that write from us.
+  // -------------------------------------------------------------------------------------------
+  interface Channel {
+    handlers: Set<(message: string) => void>;
+    active: boolean;
+    generation: number;
+  }
+  const channels = new Map<string, Channel>();
+  let subscriber: Redis | undefined;
+
+  function confirm(names: string[]): void {
+    if (!subscriber || names.length === 0) return;
+    subscriber.subscribe(...names).then(
+      () => {
+        for (const name of names) {
+          const channel = channels.get(name);
+          if (!channel) continue;
+          channel.generation += 1;
+          channel.active = true;
+        }
+      },
+      // The connection dropped before the confirmation: 'ready' subscribes again.
+      () => undefined,
+    );
+  }
+
+  function openSubscriber(): Redis {
+    if (subscriber) return subscriber;
+    const connection = client.duplicate({
+      // Resubscribing ourselves on 'ready' is what tells us when delivery resumed (generation).
+      autoResubscribe: false,
+      lazyConnect: true,
+      // Named so an operator (and a test) can tell it apart in CLIENT LIST.
+      connectionName: `${prefix}subscriber`,
+      maxRetriesPerRequest: null,
+    });
+    connection.on('message', (name: string, message: string) => {
+      for (const onMessage of [...(channels.get(name)?.handlers ?? [])]) {
+        try {
+          onMessage(message);
+        } catch (error) {
+          log.error('store subscriber failed', { channel: name.slice(prefix.length), error });
+        }
+      }
+    });
+    connection.on('ready', () => confirm([...channels.keys()]));
+    connection.on('close', () => {
+      for (const channel of channels.values()) channel.active = false;
+    });
+    // Outages are logged once by the main connection; without a listener 'error' would throw.
+    connection.on('error', () => undefined);
+    subscriber = connection;
+    return connection;
+  }
+
   async function readRecord(key: string): Promise<StoredRecord | undefined> {
     const [payload, jti, consumed] = await client.hmget(k(key), 'payload', 'jti', 'consumed');
     if (payload === null || payload === undefined) return undefined;
@@ -387,6 +451,41 @@ export function createRedisStore(config: RedisConfig): Store {
       return (await deleteIfEqualsScript([k(key)], [value])) === 1;
     },
 
+    async publish(channel, message) {
+      await client.publish(k(channel), message);
+    },
+
+    subscribe(channel, onMessage): Subscription {
+      const name = k(channel);
+      let state = channels.get(name);
+      const first = !state;
+      if (!state) channels.set(name, (state = { handlers: new Set(), active: false, generation: 0 }));
+      const handler = (message: string) => onMessage(message);
+      state.handlers.add(handler);
+      const connection = openSubscriber();
+      if (connection.status === 'wait') connection.connect().catch(() => undefined);
+      else if (first && connection.status === 'ready') confirm([name]);
+      // Otherwise the connection is on its way up and 'ready' subscribes every channel.
+      const channelState = state;
+      let subscribed = true;
+      return {
+        get active() {
+          return subscribed && channelState.active;
+        },
+        get generation() {
+          return channelState.generation;
+        },
+        async unsubscribe() {
+          subscribed = false;
+          channelState.handlers.delete(handler);
+          if (channelState.handlers.size > 0 || channels.get(name) !== channelState) return;
+          channels.delete(name);
+          channelState.active = false;
+          if (subscriber?.status === 'ready') await subscriber.unsubscribe(name);
+        },
+      };
+    },
+
     async check() {
       let stage = 'connect' as 'connect' | 'roundtrip';
       let timer: NodeJS.Timeout | undefined;
@@ -431,6 +530,11 @@ export function createRedisStore(config: RedisConfig): Store {
     },
 
     async close() {
+      for (const channel of channels.values()) channel.active = false;
+      channels.clear();
+      if (subscriber?.status === 'ready') await subscriber.quit();
+      else subscriber?.disconnect();
+      subscriber = undefined;
       if (client.status === 'ready') {
         await client.quit();
       } else {

@@ -26,9 +26,35 @@ export interface Store {
   /** Delete only while the value is still `value` (release a lock we still own). */
   deleteIfEquals(key: string, value: string): Promise<boolean>;
 
+  /**
+   * Broadcasts `message` to every subscriber of `channel` in every process sharing this store,
+   * this process included. At most once: a subscriber whose connection is down misses it, which
+   * its Subscription's `generation` makes visible. Channels are prefixed like keys.
+   */
+  publish(channel: string, message: string): Promise<void>;
+  /**
+   * Calls `onMessage` for each message published on `channel` from now on. Connects on first use
+   * (Redis: one extra connection per store, shared by all channels), never at construction.
+   */
+  subscribe(channel: string, onMessage: (message: string) => void): Subscription;
+
   /** Boot check: round trip plus a real write, read and delete. Throws a StoreUnavailableError. */
   check(): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * What a cache invalidated by messages needs to know to stay correct: whether messages are being
+ * received right now, and whether any may have been lost since it last looked.
+ */
+export interface Subscription {
+  /** True while messages are delivered; false before the subscription is confirmed and while the
+   * connection is down. Anything derived while false may already be stale. */
+  readonly active: boolean;
+  /** Changes each time the subscription is (re)established: messages may have been missed in
+   * between, so whatever was cached under an earlier generation must be dropped. */
+  readonly generation: number;
+  unsubscribe(): Promise<void>;
 }
 
 export class StoreUnavailableError extends Error {

@@ -1,105 +1,238 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { IdentityClient, UpstreamCredentials } from '../identity/index.ts';
 import { IdentityError } from '../identity/index.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
+import { open, sameToken, seal, shield, type VaultEntry } from './seal.ts';
+
+export { keyId, open, RECORD_VERSION, seal, type OpenFailure, type Opened, type VaultEntry } from './seal.ts';
 
 /**
- * Upstream credentials, one record per grant (R22: a grant is one user × one client, so two users
- * of one client_id can never read each other's upstream tokens). Records are AES-256-GCM sealed
- * with a key derived from the vault key and the grant id, the grant id bound as associated data:
- * a record copied under another grant's key fails to open.
+ * Upstream credentials, one sealed record per grant (R22: a grant is one user × one client, so two
+ * users of one client_id never read each other's upstream tokens). Format, keys and the reasoning
+ * behind them: `lib/vault/README.md`.
  */
-export interface VaultEntry {
-  accountId: string;
-  clientId: string;
-  /** Epoch seconds; the record lives as long as the grant it belongs to. */
-  expiresAt: number;
-  credentials: UpstreamCredentials;
-}
-
 export interface Vault {
   put(grantId: string, entry: VaultEntry): Promise<void>;
+  /** The record as stored; undefined when absent, sealed under a retired key, or altered. */
   get(grantId: string): Promise<VaultEntry | undefined>;
   /**
-   * Called after the MCP server rejected `rejectedAccessToken`. Refreshes once per grant: callers
-   * racing on the same grant share one upstream refresh, and a caller whose token was already
-   * replaced gets the replacement without a second refresh. Throws IdentityError.
+   * `get`, but when the upstream access token expires within `refreshAheadSeconds` it is
+   * refreshed first. Never throws an IdentityError: when that early refresh fails the current
+   * record is returned, and the MCP server's answer to it decides (a 401 leads to `refresh`).
+   */
+  getFresh(grantId: string): Promise<VaultEntry | undefined>;
+  /**
+   * Called after the MCP server rejected `rejectedAccessToken`. Exactly one upstream refresh per
+   * grant across every process sharing the store: callers in this process share one attempt,
+   * other processes wait for the lock holder's result, and a caller whose token was already
+   * replaced gets the replacement. Throws IdentityError: IDENTITY_GRANT_INVALID when the user must
+   * log in again, IDENTITY_TRANSIENT when a later attempt may succeed.
    */
   refresh(grantId: string, rejectedAccessToken: string): Promise<UpstreamCredentials>;
   delete(grantId: string): Promise<void>;
 }
 
-const VERSION = 'v1';
+export interface VaultDeps {
+  store: Store;
+  identity: IdentityClient;
+  /** Root key (`KeyMaterial.vaultKey`, HKDF of OIDC_PROVIDER_JWKS). */
+  key: Buffer;
+  log: Logger;
+  /** Refresh before forwarding when the upstream token has at most this long left. Default 60 s. */
+  refreshAheadSeconds?: number;
+  /**
+   * Lifetime of the cross-process refresh lock. Default 15 s: longer than the identity client's
+   * 10 s request timeout, so the lock cannot lapse while its holder's refresh is still in flight
+   * and let a second process spend the same single-use refresh token.
+   */
+  lockTtlSeconds?: number;
+  /** How long a process waits for another process's refresh before answering transient. Default: the lock's TTL. */
+  handoffTimeoutMs?: number;
+}
 
 export function vaultKeyFor(grantId: string): string {
   return `vault:${grantId}`;
 }
 
-function grantKey(root: Buffer, grantId: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', root, grantId, 'vault-record', 32));
+export function refreshLockKeyFor(grantId: string): string {
+  return `lock:refresh:${grantId}`;
 }
 
-export function seal(root: Buffer, grantId: string, entry: VaultEntry): string {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', grantKey(root, grantId), iv);
-  cipher.setAAD(Buffer.from(grantId));
-  const body = Buffer.concat([cipher.update(JSON.stringify(entry), 'utf8'), cipher.final()]);
-  return [VERSION, iv.toString('base64url'), cipher.getAuthTag().toString('base64url'), body.toString('base64url')].join('.');
-}
+/**
+ * Upstream tokens with at most this long left are refreshed before they are forwarded. A cache of
+ * vault entries in front of `getFresh` must not serve entries this close to expiry.
+ */
+export const REFRESH_AHEAD_SECONDS = 60;
 
-export function open(root: Buffer, grantId: string, sealed: string): VaultEntry | undefined {
-  const [version, iv, tag, body] = sealed.split('.');
-  if (version !== VERSION || !iv || !tag || !body) return undefined;
-  try {
-    const decipher = createDecipheriv('aes-256-gcm', grantKey(root, grantId), Buffer.from(iv, 'base64url'));
-    decipher.setAAD(Buffer.from(grantId));
-    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-    const plain = Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]);
-    return JSON.parse(plain.toString('utf8')) as VaultEntry;
-  } catch {
-    // Wrong key (JWKS rotated) or tampered record: treat as absent, the user logs in again.
-    return undefined;
-  }
-}
+const epoch = () => Math.floor(Date.now() / 1000);
+const POLL_FIRST_MS = 20;
+const POLL_MAX_MS = 250;
 
-export function createVault(deps: { store: Store; identity: IdentityClient; key: Buffer; log: Logger }): Vault {
+export function createVault(deps: VaultDeps): Vault {
   const { store, identity, key, log } = deps;
+  const aheadSeconds = deps.refreshAheadSeconds ?? REFRESH_AHEAD_SECONDS;
+  const lockTtl = deps.lockTtlSeconds ?? 15;
+  const handoffTimeoutMs = deps.handoffTimeoutMs ?? lockTtl * 1000;
+  /** Refreshes this process is waiting for, one per grant. */
   const inFlight = new Map<string, Promise<UpstreamCredentials>>();
+  /** Early refreshes this process started; nobody waits on them but their own request. */
+  const ahead = new Map<string, Promise<UpstreamCredentials | undefined>>();
 
   const get = async (grantId: string): Promise<VaultEntry | undefined> => {
     const sealed = await store.get(vaultKeyFor(grantId));
-    return sealed === undefined ? undefined : open(key, grantId, sealed);
+    if (sealed === undefined) return undefined;
+    const opened = open(key, grantId, sealed);
+    if (opened.ok) return opened.entry;
+    // Treated as absent: the user logs in again. Which case it was only matters to operators.
+    if (opened.reason === 'other-key')
+      log.info('vault record sealed under another key (OIDC_PROVIDER_JWKS rotated?)', { grant_id: grantId });
+    else log.warn('vault record does not open; treating it as absent', { grant_id: grantId, reason: opened.reason });
+    return undefined;
   };
 
   const save = async (grantId: string, entry: VaultEntry): Promise<void> => {
-    const ttl = Math.max(1, entry.expiresAt - Math.floor(Date.now() / 1000));
+    const ttl = Math.max(1, entry.expiresAt - epoch());
     await store.set(vaultKeyFor(grantId), seal(key, grantId, entry), ttl);
   };
 
-  const refreshNow = async (grantId: string, rejectedAccessToken: string): Promise<UpstreamCredentials> => {
+  /** The record, if it can still be refreshed at all. */
+  const refreshable = async (grantId: string): Promise<VaultEntry> => {
     const entry = await get(grantId);
     if (!entry) throw new IdentityError('IDENTITY_GRANT_INVALID', 'no upstream credentials for this grant');
-    if (entry.credentials.accessToken !== rejectedAccessToken) return entry.credentials;
+    if (entry.upstreamRefusedAt !== undefined) {
+      throw new IdentityError('IDENTITY_GRANT_INVALID', 'the identity provider refused to refresh this grant');
+    }
+    return entry;
+  };
+
+  /** Only the lock holder gets here. */
+  const refreshUpstream = async (grantId: string, entry: VaultEntry): Promise<UpstreamCredentials> => {
     const refreshToken = entry.credentials.refreshToken;
-    if (!refreshToken) throw new IdentityError('IDENTITY_GRANT_INVALID', 'upstream token expired and no refresh token was issued');
-    const credentials = await identity.refresh(refreshToken);
+    if (!refreshToken)
+      throw new IdentityError('IDENTITY_GRANT_INVALID', 'the upstream token expired and no refresh token was issued');
+    let credentials: UpstreamCredentials;
+    try {
+      credentials = await identity.refresh(refreshToken);
+    } catch (error) {
+      if (error instanceof IdentityError && error.code === 'IDENTITY_GRANT_INVALID') {
+        // Written before the lock is released, so processes waiting for this refresh see a
+        // terminal answer rather than a vanished lock (which they would report as transient).
+        await save(grantId, { ...entry, upstreamRefusedAt: epoch() }).catch(() => undefined);
+      }
+      throw error;
+    }
     await save(grantId, { ...entry, credentials });
     log.info('upstream token refreshed', { grant_id: grantId });
-    return credentials;
+    return shield(credentials);
+  };
+
+  /**
+   * Waits for another process's refresh: polls the record until its token changes, the record
+   * turns terminal, the lock disappears without a new token, or time runs out. Polling rather than
+   * the Store's publish/subscribe: a message is delivered at most once, and a missed one would
+   * hold every waiter until the timeout, while a record that changes once is cheap to poll.
+   */
+  const handoff = async (grantId: string, rejected: string): Promise<UpstreamCredentials> => {
+    const deadline = Date.now() + handoffTimeoutMs;
+    for (let delay = POLL_FIRST_MS; ; delay = Math.min(delay * 2, POLL_MAX_MS)) {
+      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())));
+      let entry = await refreshable(grantId);
+      if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
+      if ((await store.get(refreshLockKeyFor(grantId))) === undefined) {
+        // Released (or lapsed) between our two reads: one more look, as the holder writes the
+        // record before it releases the lock.
+        entry = await refreshable(grantId);
+        if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
+        throw new IdentityError('IDENTITY_TRANSIENT', 'a concurrent upstream refresh did not succeed');
+      }
+      if (Date.now() >= deadline)
+        throw new IdentityError('IDENTITY_TRANSIENT', 'timed out waiting for a concurrent upstream refresh');
+    }
+  };
+
+  /**
+   * One refresh across processes. `wait: false` (refresh ahead of expiry) gives up at once when
+   * another process holds the lock: the current token still works meanwhile. Returns undefined
+   * only then.
+   */
+  async function refreshShared(grantId: string, rejected: string, wait: true): Promise<UpstreamCredentials>;
+  async function refreshShared(
+    grantId: string,
+    rejected: string,
+    wait: false,
+  ): Promise<UpstreamCredentials | undefined>;
+  async function refreshShared(
+    grantId: string,
+    rejected: string,
+    wait: boolean,
+  ): Promise<UpstreamCredentials | undefined> {
+    let entry = await refreshable(grantId);
+    if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
+    const lock = refreshLockKeyFor(grantId);
+    const owner = randomBytes(16).toString('base64url');
+    if (await store.setIfAbsent(lock, owner, lockTtl)) {
+      try {
+        // Another process may have refreshed between our read and our lock.
+        entry = await refreshable(grantId);
+        if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
+        return await refreshUpstream(grantId, entry);
+      } finally {
+        // Owner-checked: a lock that lapsed and was taken by another process stays theirs. If
+        // this delete fails, the TTL frees the lock.
+        await store.deleteIfEquals(lock, owner).catch(() => undefined);
+      }
+    }
+    return wait ? handoff(grantId, rejected) : undefined;
+  }
+
+  const refresh = (grantId: string, rejectedAccessToken: string): Promise<UpstreamCredentials> => {
+    let pending = inFlight.get(grantId);
+    if (!pending) {
+      pending = refreshShared(grantId, rejectedAccessToken, true).finally(() => inFlight.delete(grantId));
+      inFlight.set(grantId, pending);
+    }
+    return pending;
+  };
+
+  const getFresh = async (grantId: string): Promise<VaultEntry | undefined> => {
+    const entry = await get(grantId);
+    const { accessToken, refreshToken, expiresAt } = entry?.credentials ?? {};
+    if (!entry || !accessToken || !refreshToken || expiresAt === undefined || entry.upstreamRefusedAt !== undefined)
+      return entry;
+    const left = expiresAt - epoch();
+    if (left > aheadSeconds) return entry;
+    try {
+      if (left <= 0) {
+        // Already expired: forwarding it would only earn a 401 (and a request body too large to
+        // replay could not be retried after one), so wait for the refresh like a 401 would.
+        return { ...entry, credentials: await refresh(grantId, accessToken) };
+      }
+      // Still valid: at most one early attempt per process, and none while another process
+      // holds the lock. Everyone else forwards the current token meanwhile.
+      if (inFlight.has(grantId) || ahead.has(grantId)) return entry;
+      const attempt = refreshShared(grantId, accessToken, false).finally(() => ahead.delete(grantId));
+      ahead.set(grantId, attempt);
+      const credentials = await attempt;
+      return credentials ? { ...entry, credentials } : entry;
+    } catch (error) {
+      // An early refresh is an optimisation: the current token may still be accepted, and if the
+      // MCP server refuses it, the 401 path refreshes and applies the failure policy.
+      const code = error instanceof IdentityError ? error.code : 'IDENTITY_TRANSIENT';
+      log.warn('upstream refresh ahead of expiry failed; forwarding the current token', {
+        grant_id: grantId,
+        reason: code,
+      });
+      return entry;
+    }
   };
 
   return {
     put: save,
     get,
-    refresh(grantId, rejectedAccessToken) {
-      let pending = inFlight.get(grantId);
-      if (!pending) {
-        pending = refreshNow(grantId, rejectedAccessToken).finally(() => inFlight.delete(grantId));
-        inFlight.set(grantId, pending);
-      }
-      return pending;
-    },
+    getFresh,
+    refresh,
     async delete(grantId) {
       await store.del(vaultKeyFor(grantId));
     },
