@@ -14,6 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { ephemeralJwks } from '../lib/auth-server/keys.ts';
@@ -40,7 +41,9 @@ interface Result {
 }
 
 async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
+  // BENCH_PROXY_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, profiles the proxy process.
+  const nodeArgs = process.env.BENCH_PROXY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -141,6 +144,21 @@ function summarize(result: Result) {
   return { rps: result.requests / result.seconds, p50: percentile(sorted, 50), p99: percentile(sorted, 99), errors: result.errors };
 }
 
+/** CPU time (user + system) a process has used so far, in milliseconds, from /proc. */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  // utime and stime are fields 14 and 15 of stat(5), counted from 1; here offset by the 2 skipped.
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
+function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 function rssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
@@ -181,16 +199,36 @@ async function main(): Promise<void> {
     // Warm both paths (JIT, keep-alive sockets, caches) before measuring.
     for (const [i, target] of targets.entries()) await measure(target, sessions[i]!, 10, 1);
 
-    console.log(`\n${SECONDS}s per measurement; direct and proxy alternate at each level\n`);
-    console.log('conns  target   req/s     p50 ms   p99 ms   errors');
+    const mcpPid = childPids(proxy.pid!)[0];
+    // CPU per request of each process, so the ratios can be read against the machine: on a
+    // 2-core machine the proxy path runs three busy processes where the direct path runs two.
+    const timed = async (target: Target, session: string, connections: number) => {
+      const before = { proxy: cpuMs(proxy.pid!), mcp: mcpPid ? cpuMs(mcpPid) : NaN, load: process.cpuUsage() };
+      const result = summarize(await measure(target, session, connections, SECONDS));
+      const load = process.cpuUsage(before.load);
+      const perRequest = (ms: number) => ((ms * 1000) / Math.max(1, result.rps * SECONDS)).toFixed(0);
+      return {
+        ...result,
+        cpu: {
+          proxy: perRequest(cpuMs(proxy.pid!) - before.proxy),
+          mcp: mcpPid ? perRequest(cpuMs(mcpPid) - before.mcp) : '?',
+          load: perRequest((load.user + load.system) / 1000),
+        },
+      };
+    };
+
+    console.log(`\n${SECONDS}s per measurement; direct and proxy alternate at each level; ${cpus().length} CPUs\n`);
+    console.log('conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy  mcp-server  load-generator');
     const rows: string[] = [];
     for (const connections of LEVELS) {
       const [direct, viaProxy] = [
-        summarize(await measure(targets[0]!, sessions[0]!, connections, SECONDS)),
-        summarize(await measure(targets[1]!, sessions[1]!, connections, SECONDS)),
+        await timed(targets[0]!, sessions[0]!, connections),
+        await timed(targets[1]!, sessions[1]!, connections),
       ];
       for (const [name, s] of [['direct', direct], ['proxy', viaProxy]] as const) {
-        console.log(`${String(connections).padEnd(6)} ${name.padEnd(8)} ${s.rps.toFixed(0).padStart(7)} ${s.p50.toFixed(2).padStart(8)} ${s.p99.toFixed(2).padStart(8)} ${String(s.errors).padStart(8)}`);
+        console.log(
+          `${String(connections).padEnd(6)} ${name.padEnd(8)} ${s.rps.toFixed(0).padStart(7)} ${s.p50.toFixed(2).padStart(8)} ${s.p99.toFixed(2).padStart(8)} ${String(s.errors).padStart(8)}   ${s.cpu.proxy.padStart(20)} ${s.cpu.mcp.padStart(11)} ${s.cpu.load.padStart(15)}`,
+        );
       }
       rows.push(
         `${String(connections).padEnd(6)} throughput ${((viaProxy.rps / direct.rps) * 100).toFixed(1)}% of direct, p50 +${(viaProxy.p50 - direct.p50).toFixed(2)} ms, p99 +${(viaProxy.p99 - direct.p99).toFixed(2)} ms`,

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
 import type Provider from 'oidc-provider';
 import { clientPolicies } from './auth-server/client-policy.ts';
@@ -9,7 +10,7 @@ import type { Config } from './config/types.ts';
 import { errorHandler } from './http/errors.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
-import { createMcpProxy } from './proxy/index.ts';
+import { createMcpProxy, type McpProxy } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
 import { runWithRequestId, type Logger } from './telemetry/log.ts';
 import type { Vault } from './vault/index.ts';
@@ -29,33 +30,85 @@ export interface AppDeps {
 
 const REQUEST_ID = /^[A-Za-z0-9\-_.]{8,128}$/;
 
-/** The Express app. Pure: no listening, connecting or exiting here — that is `start.ts`'s job. */
-export function createApp(deps: AppDeps): Express {
+/** Heroku's router sets X-Request-Id; keep it when well formed so logs line up, else make one. */
+function requestIdOf(req: IncomingMessage, res: ServerResponse): string {
+  const incoming = req.headers['x-request-id'];
+  const requestId = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+  res.setHeader('X-Request-Id', requestId);
+  return requestId;
+}
+
+/** The scheme the client used, as the one TLS-terminating router in front says (R18). */
+function clientUsedHttps(req: IncomingMessage): boolean {
+  const forwarded = req.headers['x-forwarded-proto'];
+  const proto = typeof forwarded === 'string' && forwarded !== '' ? forwarded.split(',')[0]!.trim() : undefined;
+  return (proto ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http')) === 'https';
+}
+
+function refuseHttp(res: ServerResponse): void {
+  res.writeHead(403, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
+  res.end(JSON.stringify({ error: 'invalid_request', error_description: 'HTTPS is required' }));
+}
+
+export interface Web {
+  /** The Express app: everything but the `/mcp` hot path. */
+  readonly app: Express;
+  /** The server's request listener. */
+  readonly listener: (req: IncomingMessage, res: ServerResponse) => void;
+}
+
+/**
+ * The web layer. Pure: no listening, connecting or exiting here — that is `start.ts`'s job.
+ *
+ * `/mcp` calls from programs (no `Origin`, not a preflight) skip Express: they are every tool call,
+ * and Express's routing and request decoration cost about as much CPU as the proxying itself.
+ * Browser calls (CORS) and everything else go through the Express app.
+ */
+export function createWeb(deps: AppDeps): Web {
+  const { config } = deps;
+  const proxy = createMcpProxy(deps);
+  const app = createApp(deps, proxy);
+  const mcpPath = config.mcp.path;
+  const production = config.mode === 'production';
+  const isMcp = (url: string) =>
+    url.startsWith(mcpPath) && (url.length === mcpPath.length || '/?'.includes(url[mcpPath.length]!));
+
+  const listener = (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method === 'OPTIONS' || req.headers.origin !== undefined || !isMcp(req.url ?? '')) {
+      app(req, res);
+      return;
+    }
+    const requestId = requestIdOf(req, res);
+    if (production && !clientUsedHttps(req)) return refuseHttp(res);
+    runWithRequestId(requestId, () => {
+      proxy(req, res).catch((error: unknown) => {
+        deps.log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
+        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"error":"server_error"}');
+        else res.destroy();
+      });
+    });
+  };
+  return { app, listener };
+}
+
+/** The Express app, with the `/mcp` handler mounted behind CORS for browser clients. */
+export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps)): Express {
   const { config, provider, views, log } = deps;
   const app = express();
   app.disable('x-powered-by');
   // One TLS-terminating router in front (Heroku): trust exactly that hop's X-Forwarded-*.
   app.set('trust proxy', 1);
 
-  app.use((req, res, next) => {
-    const incoming = req.get('x-request-id');
-    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-    res.set('X-Request-Id', requestId);
-    runWithRequestId(requestId, next);
-  });
+  app.use((req, res, next) => runWithRequestId(requestIdOf(req, res), next));
 
   if (config.mode === 'production') {
     // R18: every endpoint over HTTPS. The router says which scheme the client used.
-    app.use((req, res, next) => {
-      if (req.protocol === 'https') return next();
-      res.status(403).set('Cache-Control', 'no-store').json({ error: 'invalid_request', error_description: 'HTTPS is required' });
-    });
+    app.use((req, res, next) => (clientUsedHttps(req) ? next() : refuseHttp(res)));
   }
 
   app.use(corsRoutes(config));
   app.use(metadataRoutes(config, provider));
   app.use(interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey }));
-  const proxy = createMcpProxy(deps);
   app.all([config.mcp.path, `${config.mcp.path}/*rest`], proxy);
   app.use(clientPolicies({ registration: '/reg', authorization: '/auth', token: '/token' }, resourceScopes(config).join(' ')));
   app.use(provider.callback());

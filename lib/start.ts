@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
-import { createApp } from './app.ts';
+import { createServer } from 'node:http';
+import { createWeb } from './app.ts';
 import { deleteVaultOnGrantRevoked } from './auth-server/grant-events.ts';
 import { deriveKeyMaterial, ephemeralJwks } from './auth-server/keys.ts';
 import { createProvider } from './auth-server/provider.ts';
@@ -93,9 +94,9 @@ export async function start(env: NodeJS.ProcessEnv = process.env): Promise<Runni
     const provider = createProvider({ config, store, keys, views, log });
     const vault = createVault({ store, identity, key: keys.vaultKey, log });
     deleteVaultOnGrantRevoked(provider, vault, log);
-    const app = createApp({ config, provider, identity, store, vault, views, keys, log });
+    const web = createWeb({ config, provider, identity, store, vault, views, keys, log });
 
-    const server = app.listen(config.port);
+    const server = createServer(web.listener).listen(config.port);
     await Promise.race([
       once(server, 'listening'),
       once(server, 'error').then(([error]) => {
