@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -27,6 +27,7 @@ import { createMemoryStore } from '../lib/store/index.ts';
 import { captureLogs, log } from '../lib/telemetry/log.ts';
 import { createViews } from '../lib/views/index.ts';
 import { createBrowser } from './helpers/browser.ts';
+import { authorizationUrl as sharedAuthorizationUrl, pkce } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
 // --- A document host: https on 127.0.0.1 with a self-signed certificate --------------------------
@@ -113,11 +114,7 @@ async function startDocumentHost(): Promise<DocumentHost> {
 
 // --- OAuth helpers -------------------------------------------------------------------------------
 
-function pkce(): { verifier: string; challenge: string } {
-  const verifier = randomBytes(32).toString('base64url');
-  return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
-}
-
+/** Our clients here always send a state; the shared helper does the rest. */
 function authorizationUrl(
   baseUrl: string,
   clientId: string,
@@ -125,18 +122,7 @@ function authorizationUrl(
   challenge = pkce().challenge,
   extra: Record<string, string | undefined> = {},
 ): string {
-  const params: Record<string, string | undefined> = {
-    client_id: clientId,
-    response_type: 'code',
-    redirect_uri: redirectUri,
-    code_challenge: challenge,
-    code_challenge_method: 'S256',
-    scope: 'openid',
-    state: 'client-state',
-    ...extra,
-  };
-  const defined = Object.entries(params).filter((entry): entry is [string, string] => entry[1] !== undefined);
-  return `${baseUrl}/auth?${new URLSearchParams(defined)}`;
+  return sharedAuthorizationUrl(baseUrl, clientId, redirectUri, challenge, { state: 'client-state', ...extra });
 }
 
 /** What an authorization request for this client_id answers, without following it. */

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { createBrowser } from './helpers/browser.ts';
+import { authorizationUrl } from './helpers/oauth.ts';
 import { authorizeInBrowser, connectClient, freePort, startStack, TestOAuthClient, type Stack } from './helpers/stack.ts';
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
@@ -148,17 +149,8 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
     const oauth = new TestOAuthClient();
     const reg = await register(stack.baseUrl, oauth.clientMetadata);
     const { client_id } = (await reg.json()) as { client_id: string };
-    const url = new URL(`${stack.baseUrl}/auth`);
-    url.search = new URLSearchParams({
-      client_id,
-      response_type: 'code',
-      redirect_uri: oauth.redirectUrl,
-      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-      code_challenge_method: 'S256',
-      scope: 'openid',
-      state: 'client-state',
-    }).toString();
-    const back = await authorizeInBrowser(createBrowser(), url.href, oauth.redirectUrl, { decision: 'cancel' });
+    const url = authorizationUrl(stack.baseUrl, client_id, oauth.redirectUrl, undefined, { state: 'client-state' });
+    const back = await authorizeInBrowser(createBrowser(), url, oauth.redirectUrl, { decision: 'cancel' });
     expect(back.searchParams.get('error')).to.equal('access_denied');
     expect(back.searchParams.get('state')).to.equal('client-state');
   });
@@ -168,14 +160,7 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
     const reg = await register(stack.baseUrl, { ...oauth.clientMetadata, consented: true, skip_consent: true, trusted: true });
     expect(reg.status).to.equal(201);
     const { client_id } = (await reg.json()) as { client_id: string };
-    const url = `${stack.baseUrl}/auth?${new URLSearchParams({
-      client_id,
-      response_type: 'code',
-      redirect_uri: oauth.redirectUrl,
-      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-      code_challenge_method: 'S256',
-      scope: 'openid',
-    })}`;
+    const url = authorizationUrl(stack.baseUrl, client_id, oauth.redirectUrl);
     const page = await createBrowser().follow(url);
     expect(page.status).to.equal(200);
     expect(page.body).to.contain('Confirm login');

@@ -7,6 +7,30 @@ export function pkce(): { verifier: string; challenge: string } {
   return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
 }
 
+/**
+ * An authorization request URL with PKCE S256 and `scope=openid`; `extra` adds or overrides
+ * parameters, `undefined` removes one.
+ */
+export function authorizationUrl(
+  baseUrl: string,
+  clientId: string,
+  redirectUri: string,
+  challenge: string = pkce().challenge,
+  extra: Record<string, string | undefined> = {},
+): string {
+  const params: Record<string, string | undefined> = {
+    client_id: clientId,
+    response_type: 'code',
+    redirect_uri: redirectUri,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    scope: 'openid',
+    ...extra,
+  };
+  const defined = Object.entries(params).filter((entry): entry is [string, string] => entry[1] !== undefined);
+  return `${baseUrl}/auth?${new URLSearchParams(defined)}`;
+}
+
 export interface TokenResponse {
   access_token: string;
   refresh_token?: string;
@@ -58,23 +82,15 @@ export interface CodeFlowOptions {
 /** One authorization code flow with PKCE S256, as a client does it; returns the redirect and tokens. */
 export async function codeFlow(options: CodeFlowOptions): Promise<{ redirect: URL; token: Awaited<ReturnType<typeof tokenRequest>> }> {
   const { verifier, challenge } = pkce();
-  const params: Record<string, string> = {
-    client_id: options.clientId,
-    response_type: 'code',
-    redirect_uri: options.redirectUri,
-    code_challenge: challenge,
-    code_challenge_method: 'S256',
-  };
-  if (options.scope !== undefined) params.scope = options.scope;
-  if (options.state !== undefined) params.state = options.state;
-  if (options.resource !== undefined) params.resource = options.resource;
-  if (options.prompt !== undefined) params.prompt = options.prompt;
-  const redirect = await authorizeInBrowser(
-    options.browser ?? createBrowser(),
-    `${options.baseUrl}/auth?${new URLSearchParams(params)}`,
-    options.redirectUri,
-    { user: options.user },
-  );
+  const url = authorizationUrl(options.baseUrl, options.clientId, options.redirectUri, challenge, {
+    scope: options.scope,
+    state: options.state,
+    resource: options.resource,
+    prompt: options.prompt,
+  });
+  const redirect = await authorizeInBrowser(options.browser ?? createBrowser(), url, options.redirectUri, {
+    user: options.user,
+  });
   const code = redirect.searchParams.get('code');
   if (!code) throw new Error(`no code in ${redirect.href}`);
   const tokenParams: Record<string, string> = {
