@@ -201,6 +201,40 @@ describe('authorization server', function () {
     });
   });
 
+  describe('bodies a client got wrong are answered in JSON, never as a 500', function () {
+    it('malformed JSON at registration: 400 invalid_client_metadata', async function () {
+      const res = await fetch(`${stack.baseUrl}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"redirect_uris": [' });
+      expect(res.status).to.equal(400);
+      expect(((await res.json()) as { error: string }).error).to.equal('invalid_client_metadata');
+    });
+
+    it('an oversized registration: 413 in JSON', async function () {
+      const res = await fetch(`${stack.baseUrl}/reg`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ redirect_uris: ['https://client.example/cb'], client_name: 'x'.repeat(40_000) }),
+      });
+      expect(res.status).to.equal(413);
+      expect(((await res.json()) as { error: string }).error).to.equal('invalid_client_metadata');
+    });
+
+    it('an oversized token request: 413 invalid_request in JSON', async function () {
+      const res = await tokenRequest(stack.baseUrl, { grant_type: 'refresh_token', refresh_token: 'x'.repeat(70_000) });
+      expect(res.status).to.equal(413);
+      expect(res.body.error).to.equal('invalid_request');
+    });
+
+    it('an oversized consent form: a 413 page', async function () {
+      const res = await fetch(`${stack.baseUrl}/interaction/abc/confirm`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: `csrf=${'x'.repeat(10_000)}`,
+      });
+      expect(res.status).to.equal(413);
+      expect(res.headers.get('content-type')).to.match(/text\/html/);
+    });
+  });
+
   it('R15/R17: iss in the authorization response, no-store on token responses', async function () {
     const { redirect, token } = await codeFlow({
       baseUrl: stack.baseUrl,

@@ -154,10 +154,14 @@ describe('configuration', () => {
       expect(config.mcp.resourceUrl).to.equal('https://proxy.example.com/api/mcp');
     });
 
-    it('keeps a base path: the resource is BASE_URL + the MCP path', () => {
-      const config = loadConfig(production({ BASE_URL: 'https://example.com/tools/proxy/' }));
-      expect(config.baseUrl).to.equal('https://example.com/tools/proxy');
-      expect(config.mcp.resourceUrl).to.equal('https://example.com/tools/proxy/mcp');
+    it('refuses a path in BASE_URL: every endpoint is served at the root of the host', () => {
+      expect(() => loadConfig(production({ BASE_URL: 'https://example.com/tools/proxy/' }))).to.throw(
+        ConfigError,
+        'BASE_URL: must be an origin without a path',
+      );
+      expect(loadConfig(production({ BASE_URL: 'https://example.com/' })).mcp.resourceUrl).to.equal(
+        'https://example.com/mcp',
+      );
     });
 
     it('normalises BASE_URL so the issuer is byte-identical everywhere (R1, R9)', () => {
@@ -220,15 +224,15 @@ describe('configuration', () => {
       expect(portOf('0')).to.equal('3001');
     });
 
-    it('any NODE_ENV but production is development, with a warning for unusual values', () => {
-      expect(loadConfig({ NODE_ENV: 'test' }).warnings.join('\n')).not.to.include('NODE_ENV');
-      const config = loadConfig({ NODE_ENV: 'prod' });
-      expect(config.mode).to.equal('development');
-      expect(config.warnings.join('\n')).to.include('NODE_ENV is "prod", not "production"');
+    it('NODE_ENV is production, development or test; a misspelling is refused, not guessed', () => {
+      expect(loadConfig({ NODE_ENV: 'test' }).mode).to.equal('development');
+      expect(loadConfig({ NODE_ENV: 'development' }).mode).to.equal('development');
+      expect(() => loadConfig({ NODE_ENV: 'prod' })).to.throw(ConfigError, 'NODE_ENV: must be production, development or test');
     });
 
-    it('warns when development mode runs on a Heroku dyno', () => {
-      expect(loadConfig({ DYNO: 'web.1' }).warnings.join('\n')).to.include('Heroku dyno');
+    it('refuses development mode on a Heroku dyno', () => {
+      expect(() => loadConfig({ DYNO: 'web.1' })).to.throw(ConfigError, 'NODE_ENV: must be production on a Heroku dyno');
+      expect(loadConfig(production({ DYNO: 'web.1' })).mode).to.equal('production');
     });
   });
 

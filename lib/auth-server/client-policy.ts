@@ -56,7 +56,10 @@ function rewriteAuthorizationQuery(req: Request, defaultScope: string): void {
  *   apply a default). Cursor, VS Code and Claude Code omit it at times, and oidc-provider refuses
  *   to issue a code that grants nothing.
  */
-export function clientPolicies(paths: { registration: string; authorization: string; token: string }, defaultScope: string): Router {
+export function clientPolicies(
+  paths: { registration: string; authorization: string; token: string },
+  defaultScope: string,
+): Router {
   const router = Router();
   const json = express.json({ limit: '32kb', type: 'application/json' });
   const form = express.urlencoded({ extended: false, limit: '64kb' });
@@ -78,10 +81,6 @@ export function clientPolicies(paths: { registration: string; authorization: str
   };
   router.get(paths.authorization, (req, _res, next) => {
     rewriteAuthorizationQuery(req, defaultScope);
-    next();
-  });
-  router.post(paths.authorization, form, resourceInBody, (req, _res, next) => {
-    if (req.body && typeof req.body === 'object' && !req.body.scope) req.body.scope = defaultScope;
     next();
   });
   router.post(paths.token, form, resourceInBody);

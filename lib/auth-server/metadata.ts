@@ -1,5 +1,4 @@
 import { Router, type RequestHandler } from 'express';
-import type Provider from 'oidc-provider';
 import type { Config } from '../config/types.ts';
 import { resourceScopes } from './provider.ts';
 
@@ -13,20 +12,11 @@ export function protectedResourceMetadataUrl(config: Config): string {
 }
 
 /**
- * Discovery documents. RFC 8414 metadata is the provider's own OIDC discovery served under a
- * second name (R9: one source of truth, one issuer string); the RFC 9728 document points clients
- * from the MCP endpoint to that issuer (R1).
+ * RFC 9728 documents, pointing clients from the MCP endpoint to our issuer (R1). RFC 8414 and
+ * OIDC discovery are both served by oidc-provider itself from one source (R9).
  */
-export function metadataRoutes(config: Config, provider: Provider): Router {
+export function metadataRoutes(config: Config): Router {
   const router = Router();
-  const callback = provider.callback();
-
-  const asMetadata: RequestHandler = (req, res) => {
-    req.url = '/.well-known/openid-configuration';
-    callback(req, res);
-  };
-  router.get('/.well-known/oauth-authorization-server', asMetadata);
-
   const prm = {
     resource: config.mcp.resourceUrl,
     authorization_servers: [config.baseUrl],

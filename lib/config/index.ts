@@ -171,11 +171,12 @@ function warnAboutDevelopmentMode(c: Collector, env: NodeJS.ProcessEnv): void {
   // A misspelt `NODE_ENV=prod` would otherwise silently enable the development identity provider
   // and the in-memory store on a public server.
   if (nodeEnv && nodeEnv !== 'development' && nodeEnv !== 'test') {
-    c.warn(`NODE_ENV is "${nodeEnv}", not "production": running in development mode`);
+    c.report('NODE_ENV', `must be production, development or test, not ${JSON.stringify(nodeEnv)}`);
   }
-  // Heroku sets DYNO on every dyno; development mode there is almost certainly a mistake.
+  // Heroku sets DYNO on every dyno. Development mode there would serve a login-anyone identity
+  // provider and plain http to the internet: refused, not warned about.
   if (env.DYNO) {
-    c.warn('running on a Heroku dyno in development mode: set NODE_ENV=production');
+    c.report('NODE_ENV', 'must be production on a Heroku dyno (DYNO is set)');
   }
 }
 
@@ -238,9 +239,15 @@ function readBaseUrl(
       );
     }
   }
+  // The authorization server, the interaction pages and `/mcp` are all served at the root of the
+  // listener, so an issuer with a path would advertise endpoints that are not there.
+  if (url.pathname.replace(/\/+$/, '') !== '') {
+    c.report('BASE_URL', 'must be an origin without a path (the proxy is served at the root of its host)');
+    return undefined;
+  }
   // The issuer must be byte-identical everywhere it is advertised (R1, R9), so it is normalised
   // once here: lower-case host, no default port, no trailing slash.
-  return (url.origin + url.pathname).replace(/\/+$/, '');
+  return url.origin;
 }
 
 function readMcp(

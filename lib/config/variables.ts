@@ -20,7 +20,7 @@ export const VARIABLES: readonly VariableDoc[] = [
     production: 'yes (`production`)',
     development: 'development mode',
     meaning:
-      '`production` turns on production checks and refuses every development fallback; any other value means development.',
+      '`production` turns on production checks and refuses every development fallback; `development` and `test` mean development; any other value is refused, and so is development mode on a Heroku dyno.',
     example: 'production',
   },
   {
@@ -35,7 +35,7 @@ export const VARIABLES: readonly VariableDoc[] = [
     production: 'yes',
     development: '`http://localhost:$PORT`',
     meaning:
-      'Public URL of the proxy, also the OAuth issuer. https in production; no query or fragment; a trailing slash is dropped.',
+      'Public origin of the proxy (`scheme://host[:port]`, no path: every endpoint is served at the root), also the OAuth issuer. https in production.',
     example: 'https://my-mcp-app.herokuapp.com',
   },
   {
@@ -211,21 +211,21 @@ export const VARIABLES: readonly VariableDoc[] = [
     production: 'no',
     development: 'no tracing',
     meaning:
-      'OTLP/HTTP base URL for traces (`/v1/traces` is appended by the exporter). The other `OTEL_*` variables are read by the OpenTelemetry SDK itself.',
+      'OTLP/HTTP base URL for traces (`/v1/traces` is appended by the exporter). Validated now; trace export is not wired yet (a later issue).',
     example: 'https://otlp.example.com',
   },
   {
     name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
     production: 'no',
     development: 'no tracing',
-    meaning: 'Full OTLP/HTTP traces URL; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.',
+    meaning: 'Full OTLP/HTTP traces URL; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`. Validated now; not used yet.',
     example: 'https://otlp.example.com/v1/traces',
   },
   {
     name: 'OTEL_SERVICE_NAME',
     production: 'no',
     development: '`mcp-remote-auth-proxy`',
-    meaning: 'Service name on traces.',
+    meaning: 'Service name on traces. Not used yet.',
     example: 'mcp-remote-auth-proxy',
   },
 ];
