@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The web process: `npm start` locally, `bin/release`'s Procfile entry on Heroku.
+// The web process: `npm start`, locally and as the Procfile's web process on Heroku.
 import { config as loadDotenv } from 'dotenv';
 import { ConfigError } from '../lib/config/index.ts';
 import { StartupError, connectInstructions, start } from '../lib/start.ts';
@@ -14,26 +14,33 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-try {
-  const proxy = await start(process.env);
-  if (proxy.config.mode === 'development') process.stdout.write(connectInstructions(proxy.config));
+// Signals are handled from the first moment: a SIGTERM while the MCP server is still starting
+// must stop it too, not leave it listening on its port.
+const starting = new AbortController();
+let proxy: Awaited<ReturnType<typeof start>> | undefined;
+let stopping = false;
 
-  let stopping = false;
-  const stop = async (signal: string, code: number) => {
-    if (stopping) return;
-    stopping = true;
-    log.info('shutting down', { signal });
-    await proxy.close();
-    process.exit(code);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM', 0));
-  process.on('SIGINT', () => void stop('SIGINT', 0));
+async function stop(signal: string, code: number): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info('shutting down', { signal });
+  starting.abort();
+  await proxy?.close();
+  process.exit(code);
+}
+process.on('SIGTERM', () => void stop('SIGTERM', 0));
+process.on('SIGINT', () => void stop('SIGINT', 0));
+
+try {
+  proxy = await start(process.env, { signal: starting.signal });
+  if (proxy.config.mode === 'development') process.stdout.write(connectInstructions(proxy.config));
   proxy.mcpServerExited?.then((exit) => {
     if (stopping) return;
     log.error('MCP server exited; stopping the proxy', { exit_code: exit.code, signal: exit.signal });
     void stop('mcp-server-exit', 1);
   });
 } catch (error) {
+  if (stopping) process.exit(0);
   if (error instanceof ConfigError || error instanceof StartupError || error instanceof IdentityError) {
     fail(error.message);
   }

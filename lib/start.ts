@@ -32,7 +32,10 @@ export class StartupError extends Error {
  * Process wiring, in order: configuration → store → identity provider → MCP server → listen.
  * Each step that can fail on the outside world fails with one line naming what and where.
  */
-export async function start(env: NodeJS.ProcessEnv = process.env): Promise<RunningProxy> {
+export async function start(
+  env: NodeJS.ProcessEnv = process.env,
+  options: { signal?: AbortSignal } = {},
+): Promise<RunningProxy> {
   const config = loadConfig(env);
   for (const warning of config.warnings) log.warn(warning);
   const cleanups: Array<() => Promise<unknown>> = [];
@@ -82,7 +85,7 @@ export async function start(env: NodeJS.ProcessEnv = process.env): Promise<Runni
     let mcpServer: McpServerProcess | undefined;
     if (config.mcp.run) {
       try {
-        mcpServer = await startMcpServer({ run: config.mcp.run, url: config.mcp.serverUrl, env, log });
+        mcpServer = await startMcpServer({ run: config.mcp.run, url: config.mcp.serverUrl, env, log, signal: options.signal });
       } catch (error) {
         throw new StartupError(`MCP server did not start: ${(error as Error).message}`);
       }

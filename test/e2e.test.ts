@@ -280,6 +280,45 @@ describe('the web process (bin/mcp-auth-proxy.ts)', function () {
     expect(result.stderr).to.contain('MCP server exited');
   });
 
+  it('a SIGTERM while the MCP server is still starting stops the MCP server too', async function () {
+    this.timeout(60_000);
+    const [port, mcpPort] = [await freePort(), await freePort()];
+    // Prints its pid, then never listens: the proxy is still waiting for it when told to stop.
+    const script = 'console.log("child-pid=" + process.pid); setInterval(() => {}, 1000)';
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        PORT: String(port),
+        MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+        MCP_SERVER_RUN_COMMAND: process.execPath,
+        MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['-e', script]),
+      },
+      cwd: new URL('..', import.meta.url).pathname,
+    });
+    let output = '';
+    const childPid = await new Promise<number>((resolve) => {
+      child.stdout.on('data', (chunk) => {
+        output += chunk;
+        const match = /child-pid=(\d+)/.exec(output);
+        if (match) resolve(Number(match[1]));
+      });
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exited).to.equal(0);
+    const alive = () => {
+      try {
+        process.kill(childPid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 50 && alive(); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(alive(), 'the MCP server child is gone').to.equal(false);
+  });
+
   it('npm start with no configuration runs everything locally and prints how to connect', async function () {
     this.timeout(60_000);
     const port = await freePort();

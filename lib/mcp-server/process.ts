@@ -30,6 +30,8 @@ export interface StartMcpServerOptions {
   readonly env?: NodeJS.ProcessEnv;
   readonly readyTimeoutMs?: number;
   readonly log?: Logger;
+  /** Aborted (the proxy is told to stop while still starting): the child is stopped too. */
+  readonly signal?: AbortSignal;
 }
 
 export type McpServerStartErrorCode =
@@ -153,6 +155,10 @@ export async function startMcpServer(opts: StartMcpServerOptions): Promise<McpSe
       clearTimeout(timer);
     }
   };
+
+  // A SIGTERM to the proxy during the readiness wait must not orphan the child on its port.
+  opts.signal?.addEventListener('abort', () => void stop(), { once: true });
+  if (opts.signal?.aborted) void stop();
 
   const ready = await waitUntilReady(host, port, exited, readyTimeoutMs);
   if (ready !== 'ready') {
