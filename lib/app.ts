@@ -14,6 +14,7 @@ import { createMcpProxy, type McpProxy } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
 import { runWithRequestId, type Logger } from './telemetry/log.ts';
 import type { Vault } from './vault/index.ts';
+import { grantSecretContext } from './vault/token-secret.ts';
 import type { Views } from './views/index.ts';
 import type { KeyMaterial } from './auth-server/keys.ts';
 
@@ -107,10 +108,20 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
   }
 
   app.use(corsRoutes(config));
-  app.use(metadataRoutes(config, provider));
-  app.use(interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey }));
+  app.use(metadataRoutes(config));
+  app.use(
+    interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey, grantSecretCookieKey: deps.keys.grantSecretCookieKey }),
+  );
   app.all([config.mcp.path, `${config.mcp.path}/*rest`], proxy);
   app.use(clientPolicies({ registration: '/reg', authorization: '/auth', token: '/token' }, resourceScopes(config).join(' ')));
+  app.use(
+    grantSecretContext({
+      paths: { authorization: '/auth', token: '/token' },
+      cookieKey: deps.keys.grantSecretCookieKey,
+      secure: new URL(config.baseUrl).protocol === 'https:',
+      log,
+    }),
+  );
   app.use(provider.callback());
   app.use(errorHandler(views));
   log.debug('app created', { mcp_path: config.mcp.path });

@@ -390,11 +390,14 @@ describe('consent (R19) and the consent page', function () {
       expect(end.status).to.equal(400);
       expect(victim.cookies.list(`${stack.baseUrl}/`).map((cookie) => cookie.name)).to.not.include('_session');
 
-      // The login itself was sound: the browser that started it collects it, as mallory.
+      // The grant's vault secret went with the callback, to the browser it was carried to (and
+      // no further: that browser cannot resume). So the browser that started the login cannot
+      // collect it either: it is refused cleanly, access_denied to the client, no code anywhere.
       const resume = pages[0]!.location!;
       expect(resume).to.match(new RegExp(`^${stack.baseUrl}/auth/`));
       const own = await login(attacker, { ...auth, url: resume }, 'mallory');
-      expect(await userOf(client, auth, own.back)).to.equal('mallory');
+      expect(own.back.searchParams.get('error'), own.back.href).to.equal('access_denied');
+      expect(own.back.searchParams.get('code')).to.equal(null);
     });
   });
 });

@@ -69,6 +69,8 @@ const ECHO_RESPONSE_HEADERS = [
   '_session=planted; Path=/',
   'Set-Cookie',
   '_interaction.sig=planted; Path=/',
+  'Access-Control-Allow-Origin',
+  '*',
   'Connection',
   'X-Hop-Response',
   'X-Hop-Response',
@@ -569,6 +571,8 @@ describe('/mcp proxy, in front of a purpose-built upstream', function () {
       ]);
       expect(values(res.rawHeaders, 'x-hop-response')).to.deep.equal([]);
       expect(values(res.rawHeaders, 'keep-alive').join()).to.not.include('timeout=5, ');
+      // CORS on /mcp is ours to decide (R6): the MCP server's wildcard does not pass.
+      expect(values(res.rawHeaders, 'access-control-allow-origin')).to.deep.equal([]);
     });
 
     it('one request id in both logs: ours goes to the MCP server and stays on the response', async function () {
@@ -1099,11 +1103,13 @@ describe('/mcp proxy hot-path cache rules', function () {
     cache.setCaller('h3', caller('kept'), Date.now() + 60_000, cache.stamp());
     cache.setVaultEntry(
       'g',
+      'secret-tag',
       { accountId: 'a', clientId: 'c', expiresAt: 0, credentials: { accessToken: 'x' } },
       cache.stamp(),
     );
+    expect(cache.vaultEntry('g', 'secret-tag')?.credentials.accessToken).to.equal('x');
     cache.dropGrant('g');
-    expect([cache.caller('h1'), cache.caller('h2'), cache.vaultEntry('g')]).to.deep.equal([
+    expect([cache.caller('h1'), cache.caller('h2'), cache.vaultEntry('g', 'secret-tag')]).to.deep.equal([
       undefined,
       undefined,
       undefined,
@@ -1118,10 +1124,24 @@ describe('/mcp proxy hot-path cache rules', function () {
     const expiresAt = Math.floor(Date.now() / 1000) + 30;
     cache.setVaultEntry(
       'g',
+      'secret-tag',
       { accountId: 'a', clientId: 'c', expiresAt, credentials: { accessToken: 'x', expiresAt } },
       cache.stamp(),
     );
-    expect(cache.vaultEntry('g')).to.equal(undefined);
+    expect(cache.vaultEntry('g', 'secret-tag')).to.equal(undefined);
+  });
+
+  it('hands a grant’s upstream credentials only to a caller with the secret that opened them', function () {
+    const cache = new HotPathCache(() => subscription());
+    cache.setVaultEntry(
+      'g',
+      'tag-of-the-grant',
+      { accountId: 'a', clientId: 'c', expiresAt: 0, credentials: { accessToken: 'x' } },
+      cache.stamp(),
+    );
+    // A token record for grant g that someone wrote into Redis carries another secret.
+    expect(cache.vaultEntry('g', 'tag-of-a-forged-token')).to.equal(undefined);
+    expect(cache.vaultEntry('g', 'tag-of-the-grant')?.credentials.accessToken, 'still cached').to.equal('x');
   });
 });
 

@@ -23,6 +23,8 @@ import { createRedisStore, type Store } from '../lib/store/index.ts';
 import { captureLogs, log } from '../lib/telemetry/log.ts';
 import {
   createVault,
+  GrantSecret,
+  grantSecretOf,
   keyId,
   open,
   refreshLockKeyFor,
@@ -38,6 +40,8 @@ const REDIS_URL = process.env.TEST_REDIS_URL!;
 const random = (bytes = 16) => randomBytes(bytes).toString('base64url');
 const epoch = () => Math.floor(Date.now() / 1000);
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+/** The grant secret G of the unit tests' grants; the end-to-end tests read each grant's from its token. */
+const secret = GrantSecret.generate();
 
 function redisStore(keyPrefix: string): Store {
   return createRedisStore({ url: REDIS_URL, keyPrefix, tlsRejectUnauthorized: false });
@@ -143,10 +147,10 @@ describe('vault: upstream credentials at rest', function () {
   it('a Redis dump alone holds no upstream token, account or client in clear', async function () {
     const grantId = random();
     const entry = entryWith({ scope: 'openid profile' });
-    await vault.put(grantId, entry);
+    await vault.put(grantId, secret, entry);
     const dump = await dumpRedis(prefix);
     const record = dump.get(`${prefix}${vaultKeyFor(grantId)}`);
-    expect(record).to.match(/^v2\.[\w-]{8}\.[\w-]{16}\.[\w-]+\.[\w-]{22}$/);
+    expect(record).to.match(/^v3\.[\w-]{8}\.[\w-]{16}\.[\w-]+\.[\w-]{22}$/);
     const everything = [...dump].flat().join('\n');
     for (const secret of [
       entry.credentials.accessToken,
@@ -156,12 +160,12 @@ describe('vault: upstream credentials at rest', function () {
     ]) {
       expect(everything).to.not.contain(secret);
     }
-    expect((await vault.get(grantId))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
+    expect((await vault.get(grantId, secret))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
   });
 
   it('the record lives as long as the grant', async function () {
     const grantId = random();
-    await vault.put(grantId, { ...entryWith(), expiresAt: epoch() + 1234 });
+    await vault.put(grantId, secret, { ...entryWith(), expiresAt: epoch() + 1234 });
     const redis = new Redis(REDIS_URL);
     try {
       const ttl = await redis.ttl(`${prefix}${vaultKeyFor(grantId)}`);
@@ -173,47 +177,87 @@ describe('vault: upstream credentials at rest', function () {
 
   it('a record sealed under another root key (OIDC_PROVIDER_JWKS rotated) is treated as absent', async function () {
     const grantId = random();
-    await vault.put(grantId, entryWith());
+    await vault.put(grantId, secret, entryWith());
     const rotated = createVault({ store, identity: new FakeIdentity(), key: randomBytes(32), log });
-    expect(await rotated.get(grantId)).to.equal(undefined);
+    expect(await rotated.get(grantId, secret)).to.equal(undefined);
     const sealed = (await store.get(vaultKeyFor(grantId)))!;
-    expect(open(randomBytes(32), grantId, sealed)).to.deep.equal({ ok: false, reason: 'other-key' });
+    expect(open(randomBytes(32), grantId, secret, sealed)).to.deep.equal({ ok: false, reason: 'other-key' });
   });
 
   it('a record copied under another grant does not open', async function () {
     const [mine, theirs] = [random(), random()];
-    await vault.put(mine, entryWith());
+    await vault.put(mine, secret, entryWith());
     await store.set(vaultKeyFor(theirs), (await store.get(vaultKeyFor(mine)))!);
-    expect(await vault.get(theirs)).to.equal(undefined);
-    expect(await vault.get(mine)).to.not.equal(undefined);
+    expect(await vault.get(theirs, secret)).to.equal(undefined);
+    expect(await vault.get(mine, secret)).to.not.equal(undefined);
   });
 
   it('an altered record is treated as absent, whichever part was altered', async function () {
     const grantId = random();
-    const sealed = seal(root, grantId, entryWith());
+    const sealed = seal(root, grantId, secret, entryWith());
     const flip = (part: string) => (part[0] === 'A' ? 'B' : 'A') + part.slice(1);
     const parts = sealed.split('.');
     const variants = [
       ...parts.map((_, i) => parts.map((p, j) => (i === j ? flip(p) : p)).join('.')),
       parts.slice(0, 4).join('.'),
       `${sealed}.extra`,
-      sealed.replace(/^v2/, 'v3'),
+      sealed.replace(/^v3/, 'v2'),
+      sealed.replace(/^v3/, 'v4'),
       `${parts[0]}.${parts[1]}.${parts[2]}.${parts[3]}AAAA.${parts[4]}`,
       '',
       'not a record',
     ];
     for (const variant of variants) {
-      expect(open(root, grantId, variant).ok, variant).to.equal(false);
+      expect(open(root, grantId, secret, variant).ok, variant).to.equal(false);
       await store.set(vaultKeyFor(grantId), variant);
-      expect(await vault.get(grantId), variant).to.equal(undefined);
+      expect(await vault.get(grantId, secret), variant).to.equal(undefined);
     }
-    expect(open(root, grantId, sealed).ok).to.equal(true);
+    expect(open(root, grantId, secret, sealed).ok).to.equal(true);
   });
 
-  it('a record of the previous format (v1) is treated as absent', async function () {
+  it('a record of a previous format (v1, v2 keyed by the server key alone) is treated as absent', async function () {
     const grantId = random();
     await store.set(vaultKeyFor(grantId), 'v1.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA.AAAA');
-    expect(await vault.get(grantId)).to.equal(undefined);
+    expect(await vault.get(grantId, secret)).to.equal(undefined);
+    const v2 = `v2.${keyId(root)}.${'A'.repeat(16)}.${'A'.repeat(40)}.${'A'.repeat(22)}`;
+    await store.set(vaultKeyFor(grantId), v2);
+    expect(await vault.get(grantId, secret)).to.equal(undefined);
+    expect(open(root, grantId, secret, v2)).to.deep.equal({ ok: false, reason: 'malformed' });
+  });
+
+  it('a record opens only with its grant’s secret: the server key alone, or another grant’s secret, opens nothing', async function () {
+    const grantId = random();
+    await vault.put(grantId, secret, entryWith());
+    const sealed = (await store.get(vaultKeyFor(grantId)))!;
+    expect(await vault.get(grantId, GrantSecret.generate())).to.equal(undefined);
+    expect(open(root, grantId, GrantSecret.generate(), sealed)).to.deep.equal({ ok: false, reason: 'tampered' });
+    expect(open(root, grantId, secret, sealed).ok).to.equal(true);
+  });
+
+  it('a grant secret is 32 random bytes, read back only from its canonical encoding, and never printed', function () {
+    const encoded = secret.encode();
+    expect(Buffer.from(encoded, 'base64url')).to.have.length(32);
+    expect(GrantSecret.decode(encoded)?.encode()).to.equal(encoded);
+    expect(GrantSecret.generate().encode()).to.not.equal(encoded);
+    // 43 characters carry 258 bits; a last character with the spare bits set is another spelling.
+    const last = encoded.at(-1) === 'B' ? 'C' : 'B';
+    expect(GrantSecret.decode(`${encoded.slice(0, -1)}${last}`)).to.equal(undefined);
+    for (const bad of ['', 'short', `${encoded}A`, `${encoded.slice(0, -1)}+`])
+      expect(GrantSecret.decode(bad), bad).to.equal(undefined);
+    expect(grantSecretOf(`${random(32).slice(0, 43)}.${encoded}`)?.encode()).to.equal(encoded);
+    for (const notOurs of [encoded, `.${encoded}`, `a.b.${encoded}`, 'v2-token-without-secret', `x.${encoded}x`]) {
+      expect(grantSecretOf(notOurs), notOurs).to.equal(undefined);
+    }
+    const lines: string[] = [];
+    const restore = captureLogs((line) => lines.push(line));
+    try {
+      log.info('careless', { grant: secret, nested: { secret } });
+    } finally {
+      restore();
+    }
+    for (const output of [JSON.stringify({ secret }), inspect(secret), inspect({ secret }), lines.join('\n')]) {
+      expect(output).to.not.contain(encoded);
+    }
   });
 
   it('the key id in a record is public and says nothing of the key', function () {
@@ -226,7 +270,11 @@ describe('vault: upstream credentials at rest', function () {
   it('the vault key is separated from the other secrets derived from OIDC_PROVIDER_JWKS', async function () {
     const { ephemeralJwks } = await import('../lib/auth-server/keys.ts');
     const keys = deriveKeyMaterial(await ephemeralJwks());
-    const others = [keys.csrfKey.toString('base64url'), ...keys.cookieKeys];
+    const others = [
+      keys.csrfKey.toString('base64url'),
+      ...keys.cookieKeys,
+      keys.grantSecretCookieKey.toString('base64url'),
+    ];
     expect(others).to.not.include(keys.vaultKey.toString('base64url'));
     expect(keys.vaultKey.length).to.equal(32);
   });
@@ -234,8 +282,8 @@ describe('vault: upstream credentials at rest', function () {
   it('credentials handed out never serialise or inspect with their tokens', async function () {
     const grantId = random();
     const entry = entryWith();
-    await vault.put(grantId, entry);
-    const loaded = (await vault.get(grantId))!;
+    await vault.put(grantId, secret, entry);
+    const loaded = (await vault.get(grantId, secret))!;
     const lines: string[] = [];
     const restore = captureLogs((line) => lines.push(line));
     try {
@@ -286,16 +334,16 @@ describe('vault: single-flight refresh across processes', function () {
     const [a, b] = processes();
     const grantId = random();
     const entry = entryWith();
-    await a.put(grantId, entry);
+    await a.put(grantId, secret, entry);
     idp.delayMs = 200;
     const results = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).refresh(grantId, entry.credentials.accessToken)),
+      Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).refresh(grantId, secret, entry.credentials.accessToken)),
     );
     expect(idp.presented).to.deep.equal([entry.credentials.refreshToken]);
     const tokens = new Set(results.map((c) => c.accessToken));
     expect(tokens.size).to.equal(1);
     expect([...tokens][0]).to.not.equal(entry.credentials.accessToken);
-    expect((await b.get(grantId))?.credentials.accessToken).to.equal([...tokens][0]);
+    expect((await b.get(grantId, secret))?.credentials.accessToken).to.equal([...tokens][0]);
     expect(await stores[0]!.get(refreshLockKeyFor(grantId)), 'lock released').to.equal(undefined);
   });
 
@@ -303,9 +351,9 @@ describe('vault: single-flight refresh across processes', function () {
     const [a, b] = processes();
     const grantId = random();
     const entry = entryWith();
-    await a.put(grantId, entry);
-    const fresh = await a.refresh(grantId, entry.credentials.accessToken);
-    const late = await b.refresh(grantId, entry.credentials.accessToken);
+    await a.put(grantId, secret, entry);
+    const fresh = await a.refresh(grantId, secret, entry.credentials.accessToken);
+    const late = await b.refresh(grantId, secret, entry.credentials.accessToken);
     expect(late.accessToken).to.equal(fresh.accessToken);
     expect(idp.presented).to.have.length(1);
   });
@@ -315,19 +363,19 @@ describe('vault: single-flight refresh across processes', function () {
     const [a, b] = processes({ handoffTimeoutMs: 120_000 });
     const grantId = random();
     const entry = entryWith();
-    await a.put(grantId, entry);
+    await a.put(grantId, secret, entry);
     idp.delayMs = 200;
     idp.failWith = 'IDENTITY_TRANSIENT';
     const codes = await Promise.all([
-      codeOf(a.refresh(grantId, entry.credentials.accessToken)),
-      codeOf(b.refresh(grantId, entry.credentials.accessToken)),
+      codeOf(a.refresh(grantId, secret, entry.credentials.accessToken)),
+      codeOf(b.refresh(grantId, secret, entry.credentials.accessToken)),
     ]);
     expect(codes).to.deep.equal(['IDENTITY_TRANSIENT', 'IDENTITY_TRANSIENT']);
     expect(idp.presented).to.have.length(1);
     // The grant is kept: once the upstream recovers, the next attempt refreshes.
     idp.failWith = undefined;
     idp.delayMs = 0;
-    const recovered = await b.refresh(grantId, entry.credentials.accessToken);
+    const recovered = await b.refresh(grantId, secret, entry.credentials.accessToken);
     expect(recovered.accessToken).to.not.equal(entry.credentials.accessToken);
     expect(idp.presented).to.deep.equal([entry.credentials.refreshToken, entry.credentials.refreshToken]);
   });
@@ -336,30 +384,30 @@ describe('vault: single-flight refresh across processes', function () {
     const [a, b] = processes();
     const grantId = random();
     const entry = entryWith();
-    await a.put(grantId, entry);
+    await a.put(grantId, secret, entry);
     idp.delayMs = 200;
     idp.failWith = 'IDENTITY_GRANT_INVALID';
     const codes = await Promise.all([
-      codeOf(a.refresh(grantId, entry.credentials.accessToken)),
-      codeOf(b.refresh(grantId, entry.credentials.accessToken)),
+      codeOf(a.refresh(grantId, secret, entry.credentials.accessToken)),
+      codeOf(b.refresh(grantId, secret, entry.credentials.accessToken)),
     ]);
     expect(codes).to.deep.equal(['IDENTITY_GRANT_INVALID', 'IDENTITY_GRANT_INVALID']);
-    expect(await codeOf(a.refresh(grantId, entry.credentials.accessToken))).to.equal('IDENTITY_GRANT_INVALID');
+    expect(await codeOf(a.refresh(grantId, secret, entry.credentials.accessToken))).to.equal('IDENTITY_GRANT_INVALID');
     expect(idp.presented).to.have.length(1);
-    expect((await a.get(grantId))?.upstreamRefusedAt).to.be.a('number');
+    expect((await a.get(grantId, secret))?.upstreamRefusedAt).to.be.a('number');
   });
 
   it('a lock left behind by a crashed process ends the wait with a transient error, not a hang', async function () {
     const [a] = processes({ handoffTimeoutMs: 300 });
     const grantId = random();
     const entry = entryWith();
-    await a.put(grantId, entry);
+    await a.put(grantId, secret, entry);
     await stores[1]!.set(refreshLockKeyFor(grantId), 'a-crashed-process', 60);
-    expect(await codeOf(a.refresh(grantId, entry.credentials.accessToken))).to.equal('IDENTITY_TRANSIENT');
+    expect(await codeOf(a.refresh(grantId, secret, entry.credentials.accessToken))).to.equal('IDENTITY_TRANSIENT');
     expect(idp.presented).to.have.length(0);
     // Once the lock lapses, the next request refreshes.
     await stores[1]!.del(refreshLockKeyFor(grantId));
-    expect((await a.refresh(grantId, entry.credentials.accessToken)).accessToken).to.not.equal(
+    expect((await a.refresh(grantId, secret, entry.credentials.accessToken)).accessToken).to.not.equal(
       entry.credentials.accessToken,
     );
   });
@@ -368,9 +416,9 @@ describe('vault: single-flight refresh across processes', function () {
     const [a] = processes();
     const grantId = random();
     const entry = entryWith({ refreshToken: undefined });
-    await a.put(grantId, entry);
-    expect(await codeOf(a.refresh(grantId, entry.credentials.accessToken))).to.equal('IDENTITY_GRANT_INVALID');
-    expect(await codeOf(a.refresh(random(), 'whatever'))).to.equal('IDENTITY_GRANT_INVALID');
+    await a.put(grantId, secret, entry);
+    expect(await codeOf(a.refresh(grantId, secret, entry.credentials.accessToken))).to.equal('IDENTITY_GRANT_INVALID');
+    expect(await codeOf(a.refresh(random(), secret, 'whatever'))).to.equal('IDENTITY_GRANT_INVALID');
     expect(idp.presented).to.have.length(0);
   });
 
@@ -379,21 +427,21 @@ describe('vault: single-flight refresh across processes', function () {
       const [a] = processes();
       const grantId = random();
       const entry = entryWith({ expiresAt: epoch() + 30 });
-      await a.put(grantId, entry);
-      const fresh = (await a.getFresh(grantId))!;
+      await a.put(grantId, secret, entry);
+      const fresh = (await a.getFresh(grantId, secret))!;
       expect(fresh.credentials.accessToken).to.not.equal(entry.credentials.accessToken);
       expect(idp.presented).to.have.length(1);
-      expect((await a.getFresh(grantId))!.credentials.accessToken).to.equal(fresh.credentials.accessToken);
+      expect((await a.getFresh(grantId, secret))!.credentials.accessToken).to.equal(fresh.credentials.accessToken);
       expect(idp.presented).to.have.length(1);
     });
 
     it('leaves a token with more time, or without expires_in, alone', async function () {
       const [a] = processes();
       const [later, unknown] = [random(), random()];
-      await a.put(later, entryWith({ expiresAt: epoch() + 600 }));
-      await a.put(unknown, entryWith());
-      await a.getFresh(later);
-      await a.getFresh(unknown);
+      await a.put(later, secret, entryWith({ expiresAt: epoch() + 600 }));
+      await a.put(unknown, secret, entryWith());
+      await a.getFresh(later, secret);
+      await a.getFresh(unknown, secret);
       expect(idp.presented).to.have.length(0);
     });
 
@@ -401,9 +449,9 @@ describe('vault: single-flight refresh across processes', function () {
       const [a] = processes();
       const grantId = random();
       const entry = entryWith({ expiresAt: epoch() + 30 });
-      await a.put(grantId, entry);
+      await a.put(grantId, secret, entry);
       idp.failWith = 'IDENTITY_TRANSIENT';
-      expect((await a.getFresh(grantId))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
+      expect((await a.getFresh(grantId, secret))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
       expect(idp.presented).to.have.length(1);
     });
 
@@ -411,11 +459,11 @@ describe('vault: single-flight refresh across processes', function () {
       const [a, b] = processes();
       const grantId = random();
       const entry = entryWith({ expiresAt: epoch() + 30 });
-      await a.put(grantId, entry);
+      await a.put(grantId, secret, entry);
       idp.delayMs = 300;
-      const first = a.getFresh(grantId);
+      const first = a.getFresh(grantId, secret);
       await new Promise((resolve) => setTimeout(resolve, 50));
-      const second = await b.getFresh(grantId);
+      const second = await b.getFresh(grantId, secret);
       expect(second?.credentials.accessToken).to.equal(entry.credentials.accessToken);
       expect((await first)?.credentials.accessToken).to.not.equal(entry.credentials.accessToken);
       expect(idp.presented).to.have.length(1);
@@ -425,19 +473,21 @@ describe('vault: single-flight refresh across processes', function () {
       const [a] = processes();
       const grantId = random();
       const entry = entryWith({ expiresAt: epoch() - 5 });
-      await a.put(grantId, entry);
-      expect((await a.getFresh(grantId))?.credentials.accessToken).to.not.equal(entry.credentials.accessToken);
+      await a.put(grantId, secret, entry);
+      expect((await a.getFresh(grantId, secret))?.credentials.accessToken).to.not.equal(entry.credentials.accessToken);
     });
 
     it('invalid_grant on an early refresh keeps the token for its last seconds, then the 401 path is terminal', async function () {
       const [a] = processes();
       const grantId = random();
       const entry = entryWith({ expiresAt: epoch() + 30 });
-      await a.put(grantId, entry);
+      await a.put(grantId, secret, entry);
       idp.failWith = 'IDENTITY_GRANT_INVALID';
-      expect((await a.getFresh(grantId))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
-      expect((await a.getFresh(grantId))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
-      expect(await codeOf(a.refresh(grantId, entry.credentials.accessToken))).to.equal('IDENTITY_GRANT_INVALID');
+      expect((await a.getFresh(grantId, secret))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
+      expect((await a.getFresh(grantId, secret))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
+      expect(await codeOf(a.refresh(grantId, secret, entry.credentials.accessToken))).to.equal(
+        'IDENTITY_GRANT_INVALID',
+      );
       expect(idp.presented, 'the upstream is asked once').to.have.length(1);
     });
   });
@@ -594,6 +644,8 @@ describe('vault and proxy end to end: refresh, failure policy, no leaks', functi
   /** Reads and rewrites the proxy's vault records from outside, with the proxy's own key. */
   let sideVault: Vault;
   let sideStore: Store;
+  /** Each login's grant secret, read from its access token: what the side vault needs to open a record. */
+  const secrets = new Map<string, GrantSecret>();
 
   async function vaultGrants(): Promise<Set<string>> {
     const keys = [...(await dumpRedis(prefix)).keys()];
@@ -637,6 +689,7 @@ describe('vault and proxy end to end: refresh, failure policy, no leaks', functi
     expect(await auth(oauth, { serverUrl: stack.mcpUrl, authorizationCode: code })).to.equal('AUTHORIZED');
     const grantId = [...(await vaultGrants())].find((id) => !before.has(id));
     if (!grantId) throw new Error('no vault record appeared for the login');
+    secrets.set(grantId, grantSecretOf(oauth.savedTokens!.access_token)!);
     await beforeFirstRequest?.(grantId);
 
     const accessToken = oauth.savedTokens!.access_token;
@@ -678,13 +731,14 @@ describe('vault and proxy end to end: refresh, failure policy, no leaks', functi
   }
 
   async function upstreamOf(grantId: string): Promise<UpstreamCredentials | undefined> {
-    return (await sideVault.get(grantId))?.credentials;
+    return (await sideVault.get(grantId, secrets.get(grantId)!))?.credentials;
   }
 
   /** Makes the grant's upstream token look like it expires in 30 s (the IdP still honours it). */
   async function nearExpiry(grantId: string): Promise<VaultEntry> {
-    const entry = (await sideVault.get(grantId))!;
-    await sideVault.put(grantId, { ...entry, credentials: { ...entry.credentials, expiresAt: epoch() + 30 } });
+    const secret = secrets.get(grantId)!;
+    const entry = (await sideVault.get(grantId, secret))!;
+    await sideVault.put(grantId, secret, { ...entry, credentials: { ...entry.credentials, expiresAt: epoch() + 30 } });
     return entry;
   }
 

@@ -16,6 +16,11 @@ export interface KeyMaterial {
   readonly csrfKey: Buffer;
   /** Root of the vault's per-grant keys. */
   readonly vaultKey: Buffer;
+  /**
+   * Seals the cookie that carries a new grant's secret from the upstream callback to the resume
+   * endpoint (`lib/vault/token-secret.ts`).
+   */
+  readonly grantSecretCookieKey: Buffer;
 }
 
 export async function ephemeralJwks(): Promise<JSONWebKeySet> {
@@ -43,5 +48,6 @@ export function deriveKeyMaterial(jwks: JSONWebKeySet): KeyMaterial {
     cookieKeys: [derive(ikm, 'cookie-signing').toString('base64url')],
     csrfKey: derive(ikm, 'interaction-csrf'),
     vaultKey: derive(ikm, 'vault-kek'),
+    grantSecretCookieKey: derive(ikm, 'grant-secret-cookie'),
   };
 }

@@ -2,6 +2,7 @@ import Provider, { errors, interactionPolicy, type Configuration, type KoaContex
 import type { Config } from '../config/types.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
+import { bindTokensToGrantSecrets } from '../vault/token-secret.ts';
 import type { Views } from '../views/index.ts';
 import { cimdConfiguration } from './cimd.ts';
 import { clientBasedCors } from './cors.ts';
@@ -151,6 +152,8 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
   // Heroku's router terminates TLS and says so in X-Forwarded-Proto (R18).
   provider.proxy = true;
   installRefreshGrace({ provider, store, log });
+  // Codes, access and refresh tokens carry their grant's vault secret (lib/vault/README.md).
+  bindTokensToGrantSecrets(provider, log);
 
   provider.on('server_error', (_ctx, error) => log.error('authorization server error', { error: error.message }));
   const refused = (event: string) => (_ctx: unknown, error: Error & { error_description?: string }) =>

@@ -8,7 +8,8 @@ import { IdentityError, type IdentityClient } from '../identity/index.ts';
 import { createConsentRegistry } from './consent.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
-import type { Vault } from '../vault/index.ts';
+import { GrantSecret, type Vault } from '../vault/index.ts';
+import { grantSecretCookie } from '../vault/token-secret.ts';
 import type { Views } from '../views/index.ts';
 
 export const CALLBACK_PATH = '/interaction/identity/callback';
@@ -37,6 +38,8 @@ export interface InteractionDeps {
   vault: Vault;
   views: Views;
   csrfKey: Buffer;
+  /** Seals the grant secret on its way through the browser to the resume endpoint. */
+  grantSecretCookieKey: Buffer;
   log: Logger;
 }
 
@@ -49,7 +52,7 @@ function describeRedirect(redirectUri: unknown): string {
 }
 
 export function interactionRoutes(deps: InteractionDeps): Router {
-  const { config, provider, identity, store, vault, views, csrfKey, log } = deps;
+  const { config, provider, identity, store, vault, views, csrfKey, grantSecretCookieKey, log } = deps;
   const router = Router();
   const form = express.urlencoded({ extended: false, limit: '8kb' });
   const consents = createConsentRegistry(store);
@@ -166,7 +169,27 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     if (oidcScopes.length > 0) grant.addOIDCScope(oidcScopes.join(' '));
     grant.addResourceScope(config.mcp.resourceUrl, requested.filter((scope) => forResource.has(scope)).join(' '));
     const grantId = await grant.save();
-    await vault.put(grantId, { accountId: login.accountId, clientId, expiresAt: epoch() + TTL.Grant, credentials: login.credentials });
+    // G: half of the vault record's key, kept in no store. It leaves here only in the browser's
+    // cookie to the resume endpoint, which mints the authorization code carrying it; every later
+    // token of the grant inherits it from the code or refresh token presented (lib/vault/README.md).
+    const secret = GrantSecret.generate();
+    await vault.put(grantId, secret, {
+      accountId: login.accountId,
+      clientId,
+      expiresAt: epoch() + TTL.Grant,
+      credentials: login.credentials,
+    });
+    res.append(
+      'Set-Cookie',
+      grantSecretCookie(grantSecretCookieKey, {
+        path: new URL(interaction.returnTo, config.baseUrl).pathname,
+        uid: interaction.uid,
+        grantId,
+        secret,
+        maxAgeSeconds: (interaction.exp ?? epoch() + TTL.Interaction) - epoch(),
+        secure: new URL(config.baseUrl).protocol === 'https:',
+      }),
+    );
     log.info('login completed', { client_id: clientId, grant_id: grantId });
     await finish({ login: { accountId: login.accountId }, consent: { grantId } });
   });

@@ -17,6 +17,8 @@ interface Cached<T> {
   value: T;
   grantId: string;
   expiresAt: number;
+  /** Vault entries: the `GrantSecret.tag` of the secret that opened the record. */
+  secretTag?: string;
 }
 
 /**
@@ -51,16 +53,22 @@ export class HotPathCache {
     this.put(this.callers, tokenHash, { value: caller, grantId: caller.grantId, expiresAt }, MAX_CALLERS);
   }
 
-  vaultEntry(grantId: string): VaultEntry | undefined {
-    return this.usable() ? this.take(this.vault, grantId) : undefined;
+  /**
+   * Served only to a caller presenting the secret that opened the record. Every genuine token of
+   * a grant carries the same one; a token record for this grant written into Redis by someone
+   * else carries another, and must get no further than the vault itself would let it.
+   */
+  vaultEntry(grantId: string, secretTag: string): VaultEntry | undefined {
+    if (!this.usable() || this.vault.get(grantId)?.secretTag !== secretTag) return undefined;
+    return this.take(this.vault, grantId);
   }
 
-  setVaultEntry(grantId: string, entry: VaultEntry, stamp: number | undefined): void {
+  setVaultEntry(grantId: string, secretTag: string, entry: VaultEntry, stamp: number | undefined): void {
     if (!this.storable(grantId, stamp)) return;
     let expiresAt = Date.now() + VAULT_TTL_MS;
     const upstreamExpiry = entry.credentials.expiresAt;
     if (upstreamExpiry !== undefined) expiresAt = Math.min(expiresAt, upstreamExpiry * 1000 - VAULT_EXPIRY_MARGIN_MS);
-    this.put(this.vault, grantId, { value: entry, grantId, expiresAt }, MAX_GRANTS);
+    this.put(this.vault, grantId, { value: entry, grantId, expiresAt, secretTag }, MAX_GRANTS);
   }
 
   /**

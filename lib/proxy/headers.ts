@@ -136,6 +136,9 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
     const value = raw[i + 1]!;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || OWNED_RESPONSE.has(lower) || listed?.has(lower)) continue;
+    // CORS on `/mcp` is our decision (R6 allow-list): an MCP server answering
+    // `Access-Control-Allow-Origin: *` must not open it to every web page.
+    if (lower.startsWith('access-control-')) continue;
     if (lower === 'set-cookie' && setsOurCookie(value, policy)) continue;
     if (lower === 'content-length') sized = true;
     const key = spelling.get(lower);

@@ -7,7 +7,7 @@ import type { Config } from '../config/types.ts';
 import { IdentityError, type UpstreamCredentials } from '../identity/index.ts';
 import type { Store, Subscription } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
-import type { Vault, VaultEntry } from '../vault/index.ts';
+import { grantSecretOf, type GrantSecret, type Vault, type VaultEntry } from '../vault/index.ts';
 import { authenticate, bearerFrom, type Caller } from './authenticate.ts';
 import { HotPathCache } from './cache.ts';
 import { sendChallenge, sendJson } from './challenge.ts';
@@ -40,6 +40,8 @@ interface Admitted {
   /** Path and query on the MCP server. */
   path: string;
   caller: Caller;
+  /** From the caller's access token: opens its grant's vault record. */
+  secret: GrantSecret;
   entry: VaultEntry;
 }
 
@@ -115,12 +117,12 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
     return caller;
   };
 
-  const vaultEntryFor = async (grantId: string): Promise<VaultEntry | undefined> => {
-    const cached = cache.vaultEntry(grantId);
+  const vaultEntryFor = async (grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined> => {
+    const cached = cache.vaultEntry(grantId, secret.tag);
     if (cached) return cached;
     const stamp = cache.stamp();
-    const entry = await vault.getFresh(grantId);
-    if (entry) cache.setVaultEntry(grantId, entry, stamp);
+    const entry = await vault.getFresh(grantId, secret);
+    if (entry) cache.setVaultEntry(grantId, secret.tag, entry, stamp);
     return entry;
   };
 
@@ -246,8 +248,12 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
       else unauthorized(res);
       return;
     }
-    const caller = await callerFor(token);
-    if (!caller) {
+    // Our access tokens carry their grant's vault secret. Without one this is no token of ours
+    // (an upstream token, R4) or one minted before tokens carried it: either way no vault record
+    // opens for it, so the client is sent to log in without a store round trip.
+    const secret = grantSecretOf(token);
+    const caller = secret && (await callerFor(token));
+    if (!secret || !caller) {
       unauthorized(res, 'invalid_token', 'the access token is invalid, expired or not for this resource');
       return;
     }
@@ -264,19 +270,19 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
       refuseBody(req, res);
       return;
     }
-    const entry = await vaultEntryFor(caller.grantId);
+    const entry = await vaultEntryFor(caller.grantId, secret);
     if (!entry) {
       unauthorized(res, 'invalid_token', 'the login behind this token is no longer available');
       return;
     }
-    return { path: route.path, caller, entry };
+    return { path: route.path, caller, secret, entry };
   };
 
   /** Streams the request to the MCP server and its answer back; on its 401, refresh and replay once. */
   const forward = async (
     req: IncomingMessage,
     res: ServerResponse,
-    { path, caller, entry }: Admitted,
+    { path, caller, secret, entry }: Admitted,
   ): Promise<void> => {
     // The client going away stops the MCP server's work on its behalf.
     const link = new UpstreamLink(res);
@@ -299,12 +305,12 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
         let credentials: UpstreamCredentials;
         const stamp = cache.stamp();
         try {
-          credentials = await vault.refresh(caller.grantId, entry.credentials.accessToken);
+          credentials = await vault.refresh(caller.grantId, secret, entry.credentials.accessToken);
         } catch (error) {
           await refreshFailed(res, caller, error);
           return;
         }
-        cache.setVaultEntry(caller.grantId, { ...entry, credentials }, stamp);
+        cache.setVaultEntry(caller.grantId, secret.tag, { ...entry, credentials }, stamp);
         response = await send(credentials, true);
         if (response.statusCode === 401) {
           // A fresh upstream token refused too: this grant cannot reach the MCP server. Send the

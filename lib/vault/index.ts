@@ -4,25 +4,32 @@ import type { IdentityClient, UpstreamCredentials } from '../identity/index.ts';
 import { IdentityError } from '../identity/index.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
+import type { GrantSecret } from './grant-secret.ts';
 import { open, sameToken, seal, shield, type VaultEntry } from './seal.ts';
 
+export { GrantSecret, grantSecretOf, tokenValueWith } from './grant-secret.ts';
 export { keyId, open, RECORD_VERSION, seal, type OpenFailure, type Opened, type VaultEntry } from './seal.ts';
 
 /**
  * Upstream credentials, one sealed record per grant (R22: a grant is one user × one client, so two
- * users of one client_id never read each other's upstream tokens). Format, keys and the reasoning
- * behind them: `lib/vault/README.md`.
+ * users of one client_id never read each other's upstream tokens). Every call takes the grant's
+ * secret G, which only a live token of the grant carries (`grantSecretOf(token)`): the store and
+ * the server key alone open nothing. Format, keys and the reasoning behind them:
+ * `lib/vault/README.md`.
  */
 export interface Vault {
-  put(grantId: string, entry: VaultEntry): Promise<void>;
-  /** The record as stored; undefined when absent, sealed under a retired key, or altered. */
-  get(grantId: string): Promise<VaultEntry | undefined>;
+  put(grantId: string, secret: GrantSecret, entry: VaultEntry): Promise<void>;
+  /**
+   * The record as stored; undefined when absent, sealed under a retired key, altered, of an older
+   * format, or `secret` is not this grant's.
+   */
+  get(grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined>;
   /**
    * `get`, but when the upstream access token expires within `refreshAheadSeconds` it is
    * refreshed first. Never throws an IdentityError: when that early refresh fails the current
    * record is returned, and the MCP server's answer to it decides (a 401 leads to `refresh`).
    */
-  getFresh(grantId: string): Promise<VaultEntry | undefined>;
+  getFresh(grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined>;
   /**
    * Called after the MCP server rejected `rejectedAccessToken`. Exactly one upstream refresh per
    * grant across every process sharing the store: callers in this process share one attempt,
@@ -30,7 +37,7 @@ export interface Vault {
    * replaced gets the replacement. Throws IdentityError: IDENTITY_GRANT_INVALID when the user must
    * log in again, IDENTITY_TRANSIENT when a later attempt may succeed.
    */
-  refresh(grantId: string, rejectedAccessToken: string): Promise<UpstreamCredentials>;
+  refresh(grantId: string, secret: GrantSecret, rejectedAccessToken: string): Promise<UpstreamCredentials>;
   delete(grantId: string): Promise<void>;
 }
 
@@ -75,15 +82,21 @@ export function createVault(deps: VaultDeps): Vault {
   const aheadSeconds = deps.refreshAheadSeconds ?? REFRESH_AHEAD_SECONDS;
   const lockTtl = deps.lockTtlSeconds ?? 15;
   const handoffTimeoutMs = deps.handoffTimeoutMs ?? lockTtl * 1000;
-  /** Refreshes this process is waiting for, one per grant. */
+  /**
+   * Refreshes this process is waiting for, one per grant and secret: a caller presenting a grant
+   * id with a secret that is not the grant's (a token record forged by someone who can write to
+   * Redis) must not be handed the result of a legitimate caller's refresh. Every genuine token of
+   * a grant carries the same secret, so they still share one attempt.
+   */
   const inFlight = new Map<string, Promise<UpstreamCredentials>>();
   /** Early refreshes this process started; nobody waits on them but their own request. */
   const ahead = new Map<string, Promise<UpstreamCredentials | undefined>>();
+  const flightKey = (grantId: string, secret: GrantSecret) => `${grantId}\0${secret.tag}`;
 
-  const get = async (grantId: string): Promise<VaultEntry | undefined> => {
+  const get = async (grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined> => {
     const sealed = await store.get(vaultKeyFor(grantId));
     if (sealed === undefined) return undefined;
-    const opened = open(key, grantId, sealed);
+    const opened = open(key, grantId, secret, sealed);
     if (opened.ok) return opened.entry;
     // Treated as absent: the user logs in again. Which case it was only matters to operators.
     if (opened.reason === 'other-key')
@@ -92,14 +105,14 @@ export function createVault(deps: VaultDeps): Vault {
     return undefined;
   };
 
-  const save = async (grantId: string, entry: VaultEntry): Promise<void> => {
+  const save = async (grantId: string, secret: GrantSecret, entry: VaultEntry): Promise<void> => {
     const ttl = Math.max(1, entry.expiresAt - epoch());
-    await store.set(vaultKeyFor(grantId), seal(key, grantId, entry), ttl);
+    await store.set(vaultKeyFor(grantId), seal(key, grantId, secret, entry), ttl);
   };
 
   /** The record, if it can still be refreshed at all. */
-  const refreshable = async (grantId: string): Promise<VaultEntry> => {
-    const entry = await get(grantId);
+  const refreshable = async (grantId: string, secret: GrantSecret): Promise<VaultEntry> => {
+    const entry = await get(grantId, secret);
     if (!entry) throw new IdentityError('IDENTITY_GRANT_INVALID', 'no upstream credentials for this grant');
     if (entry.upstreamRefusedAt !== undefined) {
       throw new IdentityError('IDENTITY_GRANT_INVALID', 'the identity provider refused to refresh this grant');
@@ -108,7 +121,11 @@ export function createVault(deps: VaultDeps): Vault {
   };
 
   /** Only the lock holder gets here. */
-  const refreshUpstream = async (grantId: string, entry: VaultEntry): Promise<UpstreamCredentials> => {
+  const refreshUpstream = async (
+    grantId: string,
+    secret: GrantSecret,
+    entry: VaultEntry,
+  ): Promise<UpstreamCredentials> => {
     const refreshToken = entry.credentials.refreshToken;
     if (!refreshToken)
       throw new IdentityError('IDENTITY_GRANT_INVALID', 'the upstream token expired and no refresh token was issued');
@@ -119,11 +136,13 @@ export function createVault(deps: VaultDeps): Vault {
       if (error instanceof IdentityError && error.code === 'IDENTITY_GRANT_INVALID') {
         // Written before the lock is released, so processes waiting for this refresh see a
         // terminal answer rather than a vanished lock (which they would report as transient).
-        await save(grantId, { ...entry, upstreamRefusedAt: epoch() }).catch(() => undefined);
+        await save(grantId, secret, { ...entry, upstreamRefusedAt: epoch() }).catch(() => undefined);
       }
       throw error;
     }
-    await save(grantId, { ...entry, credentials });
+    // Every process serving this grant's tokens holds the same secret, so whichever one holds the
+    // lock can write the record the others will read.
+    await save(grantId, secret, { ...entry, credentials });
     log.info('upstream token refreshed', { grant_id: grantId });
     return shield(credentials);
   };
@@ -134,16 +153,16 @@ export function createVault(deps: VaultDeps): Vault {
    * the Store's publish/subscribe: a message is delivered at most once, and a missed one would
    * hold every waiter until the timeout, while a record that changes once is cheap to poll.
    */
-  const handoff = async (grantId: string, rejected: string): Promise<UpstreamCredentials> => {
+  const handoff = async (grantId: string, secret: GrantSecret, rejected: string): Promise<UpstreamCredentials> => {
     const deadline = Date.now() + handoffTimeoutMs;
     for (let delay = POLL_FIRST_MS; ; delay = Math.min(delay * 2, POLL_MAX_MS)) {
       await sleep(Math.min(delay, Math.max(0, deadline - Date.now())));
-      let entry = await refreshable(grantId);
+      let entry = await refreshable(grantId, secret);
       if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
       if ((await store.get(refreshLockKeyFor(grantId))) === undefined) {
         // Released (or lapsed) between our two reads: one more look, as the holder writes the
         // record before it releases the lock.
-        entry = await refreshable(grantId);
+        entry = await refreshable(grantId, secret);
         if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
         throw new IdentityError('IDENTITY_TRANSIENT', 'a concurrent upstream refresh did not succeed');
       }
@@ -157,47 +176,55 @@ export function createVault(deps: VaultDeps): Vault {
    * another process holds the lock: the current token still works meanwhile. Returns undefined
    * only then.
    */
-  async function refreshShared(grantId: string, rejected: string, wait: true): Promise<UpstreamCredentials>;
   async function refreshShared(
     grantId: string,
+    secret: GrantSecret,
+    rejected: string,
+    wait: true,
+  ): Promise<UpstreamCredentials>;
+  async function refreshShared(
+    grantId: string,
+    secret: GrantSecret,
     rejected: string,
     wait: false,
   ): Promise<UpstreamCredentials | undefined>;
   async function refreshShared(
     grantId: string,
+    secret: GrantSecret,
     rejected: string,
     wait: boolean,
   ): Promise<UpstreamCredentials | undefined> {
-    let entry = await refreshable(grantId);
+    let entry = await refreshable(grantId, secret);
     if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
     const lock = refreshLockKeyFor(grantId);
     const owner = randomBytes(16).toString('base64url');
     if (await store.setIfAbsent(lock, owner, lockTtl)) {
       try {
         // Another process may have refreshed between our read and our lock.
-        entry = await refreshable(grantId);
+        entry = await refreshable(grantId, secret);
         if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
-        return await refreshUpstream(grantId, entry);
+        return await refreshUpstream(grantId, secret, entry);
       } finally {
         // Owner-checked: a lock that lapsed and was taken by another process stays theirs. If
         // this delete fails, the TTL frees the lock.
         await store.deleteIfEquals(lock, owner).catch(() => undefined);
       }
     }
-    return wait ? handoff(grantId, rejected) : undefined;
+    return wait ? handoff(grantId, secret, rejected) : undefined;
   }
 
-  const refresh = (grantId: string, rejectedAccessToken: string): Promise<UpstreamCredentials> => {
-    let pending = inFlight.get(grantId);
+  const refresh = (grantId: string, secret: GrantSecret, rejectedAccessToken: string): Promise<UpstreamCredentials> => {
+    const flight = flightKey(grantId, secret);
+    let pending = inFlight.get(flight);
     if (!pending) {
-      pending = refreshShared(grantId, rejectedAccessToken, true).finally(() => inFlight.delete(grantId));
-      inFlight.set(grantId, pending);
+      pending = refreshShared(grantId, secret, rejectedAccessToken, true).finally(() => inFlight.delete(flight));
+      inFlight.set(flight, pending);
     }
     return pending;
   };
 
-  const getFresh = async (grantId: string): Promise<VaultEntry | undefined> => {
-    const entry = await get(grantId);
+  const getFresh = async (grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined> => {
+    const entry = await get(grantId, secret);
     const { accessToken, refreshToken, expiresAt } = entry?.credentials ?? {};
     if (!entry || !accessToken || !refreshToken || expiresAt === undefined || entry.upstreamRefusedAt !== undefined)
       return entry;
@@ -207,13 +234,14 @@ export function createVault(deps: VaultDeps): Vault {
       if (left <= 0) {
         // Already expired: forwarding it would only earn a 401 (and a request body too large to
         // replay could not be retried after one), so wait for the refresh like a 401 would.
-        return { ...entry, credentials: await refresh(grantId, accessToken) };
+        return { ...entry, credentials: await refresh(grantId, secret, accessToken) };
       }
       // Still valid: at most one early attempt per process, and none while another process
       // holds the lock. Everyone else forwards the current token meanwhile.
-      if (inFlight.has(grantId) || ahead.has(grantId)) return entry;
-      const attempt = refreshShared(grantId, accessToken, false).finally(() => ahead.delete(grantId));
-      ahead.set(grantId, attempt);
+      const flight = flightKey(grantId, secret);
+      if (inFlight.has(flight) || ahead.has(flight)) return entry;
+      const attempt = refreshShared(grantId, secret, accessToken, false).finally(() => ahead.delete(flight));
+      ahead.set(flight, attempt);
       const credentials = await attempt;
       return credentials ? { ...entry, credentials } : entry;
     } catch (error) {

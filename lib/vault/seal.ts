@@ -1,10 +1,12 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
 import type { UpstreamCredentials } from '../identity/index.ts';
+import type { GrantSecret } from './grant-secret.ts';
 
 /**
- * The vault's record format. The scheme, and why it is keyed by OIDC_PROVIDER_JWKS rather than by
- * the client's own token, is written down in `lib/vault/README.md`.
+ * The vault's record format. Its key needs both the server's root key (from OIDC_PROVIDER_JWKS)
+ * and the grant's secret G, which only the grant's own tokens carry; the scheme is written down in
+ * `lib/vault/README.md`.
  */
 export interface VaultEntry {
   accountId: string;
@@ -20,7 +22,7 @@ export interface VaultEntry {
   upstreamRefusedAt?: number;
 }
 
-export const RECORD_VERSION = 'v2';
+export const RECORD_VERSION = 'v3';
 
 /** Why a record did not open. Callers treat every reason as "absent"; operators want to know which. */
 export type OpenFailure = 'malformed' | 'other-key' | 'tampered';
@@ -45,16 +47,15 @@ export function keyId(root: Buffer): string {
 }
 
 /**
- * One AES-256 key per grant: a record moved under another grant's key meets a different key as
- * well as different associated data, and no single key ever approaches GCM's random-IV limit.
- * The grant id is hashed into `info` so its length never matters.
+ * One AES-256 key per grant, from the root key *and* the grant's secret: neither alone opens a
+ * record, so Redis plus the configuration still needs a live token of the grant. Both are 32
+ * uniformly random bytes of fixed length, so their concatenation is unambiguous. The grant id is
+ * the salt: a record moved under another grant's key meets a different key as well as different
+ * associated data, and no single key ever approaches GCM's random-IV limit.
  */
-function recordKey(root: Buffer, grantId: string): Buffer {
-  const info = Buffer.concat([
-    Buffer.from(`${LABEL} record ${RECORD_VERSION}\0`),
-    createHash('sha256').update(grantId).digest(),
-  ]);
-  return hkdf(root, info, 32);
+function recordKey(root: Buffer, grantId: string, secret: GrantSecret): Buffer {
+  const ikm = Buffer.concat([root, secret.bytes()]);
+  return Buffer.from(hkdfSync('sha256', ikm, Buffer.from(grantId), `${LABEL} record ${RECORD_VERSION}`, 32));
 }
 
 /** Binds the ciphertext to its format version, its key and the grant it was written for. */
@@ -74,11 +75,11 @@ function plain(entry: VaultEntry): VaultEntry {
   };
 }
 
-/** `v2.<kid>.<iv>.<ciphertext>.<tag>`, each part base64url. */
-export function seal(root: Buffer, grantId: string, entry: VaultEntry): string {
+/** `v3.<kid>.<iv>.<ciphertext>.<tag>`, each part base64url. */
+export function seal(root: Buffer, grantId: string, secret: GrantSecret, entry: VaultEntry): string {
   const kid = keyId(root);
   const iv = randomBytes(IV_BYTES);
-  const cipher = createCipheriv('aes-256-gcm', recordKey(root, grantId), iv);
+  const cipher = createCipheriv('aes-256-gcm', recordKey(root, grantId, secret), iv);
   cipher.setAAD(associatedData(kid, grantId));
   const body = Buffer.concat([cipher.update(JSON.stringify(plain(entry)), 'utf8'), cipher.final()]);
   return [RECORD_VERSION, kid, iv, body, cipher.getAuthTag()]
@@ -100,10 +101,11 @@ function isEntry(value: unknown): value is VaultEntry {
   );
 }
 
-export function open(root: Buffer, grantId: string, sealed: string): Opened {
+export function open(root: Buffer, grantId: string, secret: GrantSecret, sealed: string): Opened {
   const parts = sealed.split('.');
   if (parts.length !== 5 || parts[0] !== RECORD_VERSION || !parts.slice(1).every((p) => B64URL.test(p))) {
-    // Older formats (v1) included: they are not read, the user logs in again once.
+    // Older formats (v1, and v2 keyed by the server key alone) included: they are not read, the
+    // user logs in again once.
     return { ok: false, reason: 'malformed' };
   }
   const [, kid, iv, body, tag] = parts as [string, string, string, string, string];
@@ -115,12 +117,15 @@ export function open(root: Buffer, grantId: string, sealed: string): Opened {
   if (ivBytes.length !== IV_BYTES || tagBytes.length !== TAG_BYTES) return { ok: false, reason: 'malformed' };
   let text: string;
   try {
-    const decipher = createDecipheriv('aes-256-gcm', recordKey(root, grantId), ivBytes, { authTagLength: TAG_BYTES });
+    const decipher = createDecipheriv('aes-256-gcm', recordKey(root, grantId, secret), ivBytes, {
+      authTagLength: TAG_BYTES,
+    });
     decipher.setAAD(associatedData(kid, grantId));
     decipher.setAuthTag(tagBytes);
     text = Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
   } catch {
-    // Altered, truncated, or copied from another grant's key.
+    // Altered, truncated, copied from another grant's key, or opened with a secret that is not
+    // this grant's: GCM cannot tell these apart, and none is a live token's doing.
     return { ok: false, reason: 'tampered' };
   }
   let value: unknown;
