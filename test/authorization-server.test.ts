@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { exportJWK, generateKeyPair } from 'jose';
 import { createBrowser } from './helpers/browser.ts';
 import { codeFlow, mcpInitialize, pkce, registerClient, tokenRequest } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
@@ -281,3 +282,28 @@ describe('R5: insufficient scope', function () {
     expect(prm.scopes_supported).to.deep.equal(['openid', 'mcp:tools']);
   });
 });
+
+describe('signing keys other than RSA', function () {
+  for (const [name, alg, options] of [
+    ['EC P-256', 'ES256', { crv: 'P-256' }],
+    ['Ed25519', 'Ed25519', { crv: 'Ed25519' }],
+  ] as const) {
+    it(`an ${name}-only OIDC_PROVIDER_JWKS registers clients and signs ID tokens with ${alg}`, async function () {
+      const { privateKey } = await generateKeyPair(alg === 'ES256' ? 'ES256' : 'EdDSA', { extractable: true, ...options });
+      const jwks = { keys: [{ ...(await exportJWK(privateKey)), kid: 'k1' }] };
+      const stack = await startStack({ redis: false, env: { OIDC_PROVIDER_JWKS: JSON.stringify(jwks) } });
+      try {
+        const reg = await registerClient(stack.baseUrl, { application_type: 'native', redirect_uris: ['http://127.0.0.1/cb'] });
+        expect(reg.status, JSON.stringify(reg.body)).to.equal(201);
+        expect(reg.body.id_token_signed_response_alg).to.equal(alg);
+        const { token } = await codeFlow({ baseUrl: stack.baseUrl, clientId: reg.body.client_id!, redirectUri: 'http://127.0.0.1:5701/cb', scope: 'openid' });
+        expect(token.status).to.equal(200);
+        const idToken = (token.body as unknown as { id_token: string }).id_token;
+        expect(JSON.parse(Buffer.from(idToken.split('.')[0]!, 'base64url').toString()).alg).to.equal(alg);
+      } finally {
+        await stack.close();
+      }
+    });
+  }
+});
+

@@ -75,6 +75,19 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
     }
   });
 
+  it('an account id a header cannot carry reaches the MCP server percent-encoded, not as a 502', async function () {
+    const user = new TestOAuthClient({ user: '李雷 100%' });
+    user.info = alice.info;
+    const client = await connectClient(stack.mcpUrl, user);
+    try {
+      const seen = await whoami(client);
+      expect(seen.userId).to.equal(encodeURIComponent('李雷 100%'));
+      expect(decodeURIComponent(seen.userId!)).to.equal('李雷 100%');
+    } finally {
+      await client.close();
+    }
+  });
+
   it('refreshes an expired upstream token once and retries the call', async function () {
     const before = await whoami(aliceClient);
     const refreshes = stack.idp.stats.refreshes;

@@ -595,7 +595,17 @@ describe('/mcp proxy, in front of a purpose-built upstream', function () {
 
     it('refuses dot segments instead of forwarding a path outside /mcp', async function () {
       const before = echo.seen.length;
-      for (const path of ['/mcp/../admin', '/mcp/%2e%2e/admin', '/mcp/.%2E/admin', '/mcp/./x']) {
+      for (const path of [
+        '/mcp/../admin',
+        '/mcp/%2e%2e/admin',
+        '/mcp/.%2E/admin',
+        '/mcp/./x',
+        '/mcp/..%2fadmin',
+        '/mcp/%2e%2e%2fadmin',
+        '/mcp/..%5cadmin',
+        '/mcp/..;/admin',
+        '/mcp/..\\admin',
+      ]) {
         const res = await send(stack.mcpUrl, { rawPath: path, headers: bearer, body: Buffer.from('{}') });
         expect(res.status, path).to.equal(400);
         expect(json<{ error: string }>(res).error).to.equal('invalid_request');

@@ -1,4 +1,10 @@
-import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, {
+  errors,
+  interactionPolicy,
+  type Configuration,
+  type KoaContextWithOIDC,
+  type SigningAlgorithmWithNone,
+} from 'oidc-provider';
 import type { Config } from '../config/types.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
@@ -44,6 +50,19 @@ function policy(): interactionPolicy.Prompt[] {
   return prompts;
 }
 
+/**
+ * The ID token algorithm clients get by default: the one our first signing key can make.
+ * Configuration accepts RSA, EC P-256 and Ed25519 keys; a hard-coded RS256 would make every
+ * registration fail on an EC- or Ed25519-only key set.
+ */
+export function defaultSigningAlg(jwks: { keys: Array<{ kty?: string; crv?: string; alg?: string; use?: string }> }): SigningAlgorithmWithNone {
+  const key = jwks.keys.find((candidate) => candidate.use !== 'enc');
+  if (key?.alg) return key.alg as SigningAlgorithmWithNone;
+  if (key?.kty === 'EC') return 'ES256';
+  if (key?.kty === 'OKP') return 'Ed25519';
+  return 'RS256';
+}
+
 export interface ProviderDeps {
   config: Config;
   store: Store;
@@ -71,7 +90,7 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
-      id_token_signed_response_alg: 'RS256',
+      id_token_signed_response_alg: defaultSigningAlg(keys.jwks as Parameters<typeof defaultSigningAlg>[0]),
     },
     responseTypes: ['code'],
     scopes: [...config.provider.scopes],

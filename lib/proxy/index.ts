@@ -49,6 +49,22 @@ interface Admitted {
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 
 /**
+ * Separators in disguise: an encoded slash or backslash, a backslash, or a `;` path parameter.
+ * Servers that decode `%2F`, treat `\` as `/` (Windows, some frameworks) or strip `;…` (Tomcat,
+ * Spring) would turn `/mcp/..%2fadmin` or `/mcp/..;/admin` into a path outside `/mcp`.
+ */
+const DISGUISED_SEPARATOR = /%2f|%5c|\\|;/i;
+
+/**
+ * Header values carry visible ASCII only. An account id outside that (a Unicode user name at a
+ * non-OIDC provider) is sent percent-encoded as UTF-8, and so is one holding `%`, so that a `%`
+ * in the header always means "percent-decode me".
+ */
+export function headerSafe(value: string): string {
+  return /^[\x21-\x24\x26-\x7e]*$/.test(value) ? value : encodeURIComponent(value);
+}
+
+/**
  * The `/mcp` handler. Plain Node request and response: it runs as Express middleware, and as well
  * in front of Express for a request path that needs none of it.
  */
@@ -177,7 +193,7 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
     // Express routes case-insensitively; the MCP server gets its own spelling of the path.
     if (path.slice(0, mcpPath.length).toLowerCase() !== mcpPath) return undefined;
     const rest = path.slice(mcpPath.length);
-    if ((rest !== '' && rest[0] !== '/') || DOT_SEGMENT.test(rest)) return undefined;
+    if ((rest !== '' && rest[0] !== '/') || DOT_SEGMENT.test(rest) || DISGUISED_SEPARATOR.test(rest)) return undefined;
     return { path: `${targetBase}${rest}${search}`, search };
   };
 
@@ -208,9 +224,9 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
       'X-Authorization-Scope',
       caller.scope,
       'X-Dynamic-Client-Id',
-      caller.clientId,
+      headerSafe(caller.clientId),
       'X-User-Id',
-      caller.accountId,
+      headerSafe(caller.accountId),
     );
     const requestId = res.getHeader('x-request-id');
     if (typeof requestId === 'string') headers.push('X-Request-Id', requestId);
