@@ -54,7 +54,10 @@ async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<Chil
   child.on('exit', () => (exited = true));
   for (let attempt = 0; attempt < 300; attempt++) {
     if (exited) throw new Error(`proxy exited before listening:\n${output}`);
-    const ready = await fetch(`${baseUrl}/.well-known/oauth-protected-resource`).then((r) => r.ok, () => false);
+    const ready = await fetch(`${baseUrl}/.well-known/oauth-protected-resource`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ready) return child;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
@@ -62,7 +65,12 @@ async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<Chil
   throw new Error(`proxy did not listen within 30 s:\n${output}`);
 }
 
-function post(agent: http.Agent, target: Target, body: string, sessionId?: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+function post(
+  agent: http.Agent,
+  target: Target,
+  body: string,
+  sessionId?: string,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
   return new Promise((resolve, reject) => {
     const request = http.request(
       target.url,
@@ -103,7 +111,8 @@ async function openSession(target: Target): Promise<string> {
     }),
   );
   const sessionId = init.headers['mcp-session-id'];
-  if (init.status !== 200 || typeof sessionId !== 'string') throw new Error(`${target.name}: initialize answered ${init.status}: ${init.text}`);
+  if (init.status !== 200 || typeof sessionId !== 'string')
+    throw new Error(`${target.name}: initialize answered ${init.status}: ${init.text}`);
   await post(agent, target, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }), sessionId);
   agent.destroy();
   return sessionId;
@@ -118,7 +127,12 @@ async function measure(target: Target, sessionId: string, connections: number, s
   const started = performance.now();
   const worker = async () => {
     while (performance.now() < deadline) {
-      const body = JSON.stringify({ jsonrpc: '2.0', id: id++, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hello' } } });
+      const body = JSON.stringify({
+        jsonrpc: '2.0',
+        id: id++,
+        method: 'tools/call',
+        params: { name: 'echo', arguments: { text: 'hello' } },
+      });
       const t0 = performance.now();
       try {
         const res = await post(agent, target, body, sessionId);
@@ -141,7 +155,12 @@ function percentile(sorted: number[], p: number): number {
 
 function summarize(result: Result) {
   const sorted = [...result.latenciesMs].sort((a, b) => a - b);
-  return { rps: result.requests / result.seconds, p50: percentile(sorted, 50), p99: percentile(sorted, 99), errors: result.errors };
+  return {
+    rps: result.requests / result.seconds,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    errors: result.errors,
+  };
 }
 
 /** CPU time (user + system) a process has used so far, in milliseconds, from /proc. */
@@ -169,20 +188,27 @@ async function main(): Promise<void> {
   const [port, mcpPort] = [await freePort(), await freePort()];
   const prefix = `bench-${randomBytes(4).toString('hex')}:`;
   const baseUrl = `http://localhost:${port}`;
-  const proxy = await startProxy({
-    PORT: String(port),
-    BASE_URL: baseUrl,
-    LOG_LEVEL: 'warn',
-    MCP_AUTH_PROXY_REDIS_URL: REDIS_URL,
-    MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix,
-    OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
-    MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
-    MCP_SERVER_RUN_COMMAND: process.execPath,
-    MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
-    MCP_SERVER_RUN_DIR: ROOT,
-  }, baseUrl);
+  const proxy = await startProxy(
+    {
+      PORT: String(port),
+      BASE_URL: baseUrl,
+      LOG_LEVEL: 'warn',
+      MCP_AUTH_PROXY_REDIS_URL: REDIS_URL,
+      MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix,
+      OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+      MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+      MCP_SERVER_RUN_COMMAND: process.execPath,
+      MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
+      MCP_SERVER_RUN_DIR: ROOT,
+    },
+    baseUrl,
+  );
   try {
-    const client = await registerClient(baseUrl, { application_type: 'native', redirect_uris: ['http://127.0.0.1/cb'], token_endpoint_auth_method: 'none' });
+    const client = await registerClient(baseUrl, {
+      application_type: 'native',
+      redirect_uris: ['http://127.0.0.1/cb'],
+      token_endpoint_auth_method: 'none',
+    });
     const { token } = await codeFlow({
       baseUrl,
       clientId: client.body.client_id!,
@@ -193,7 +219,11 @@ async function main(): Promise<void> {
     });
     const targets: Target[] = [
       { name: 'direct', url: new URL(`http://127.0.0.1:${mcpPort}/mcp`), headers: {} },
-      { name: 'proxy', url: new URL(`${baseUrl}/mcp`), headers: { authorization: `Bearer ${token.body.access_token}` } },
+      {
+        name: 'proxy',
+        url: new URL(`${baseUrl}/mcp`),
+        headers: { authorization: `Bearer ${token.body.access_token}` },
+      },
     ];
     const sessions = await Promise.all(targets.map(openSession));
     // Warm both paths (JIT, keep-alive sockets, caches) before measuring.
@@ -218,14 +248,19 @@ async function main(): Promise<void> {
     };
 
     console.log(`\n${SECONDS}s per measurement; direct and proxy alternate at each level; ${cpus().length} CPUs\n`);
-    console.log('conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy  mcp-server  load-generator');
+    console.log(
+      'conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy  mcp-server  load-generator',
+    );
     const rows: string[] = [];
     for (const connections of LEVELS) {
       const [direct, viaProxy] = [
         await timed(targets[0]!, sessions[0]!, connections),
         await timed(targets[1]!, sessions[1]!, connections),
       ];
-      for (const [name, s] of [['direct', direct], ['proxy', viaProxy]] as const) {
+      for (const [name, s] of [
+        ['direct', direct],
+        ['proxy', viaProxy],
+      ] as const) {
         console.log(
           `${String(connections).padEnd(6)} ${name.padEnd(8)} ${s.rps.toFixed(0).padStart(7)} ${s.p50.toFixed(2).padStart(8)} ${s.p99.toFixed(2).padStart(8)} ${String(s.errors).padStart(8)}   ${s.cpu.proxy.padStart(20)} ${s.cpu.mcp.padStart(11)} ${s.cpu.load.padStart(15)}`,
         );

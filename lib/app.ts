@@ -84,7 +84,8 @@ export function createWeb(deps: AppDeps): Web {
     runWithRequestId(requestId, () => {
       proxy(req, res).catch((error: unknown) => {
         deps.log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
-        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"error":"server_error"}');
+        if (!res.headersSent)
+          res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"error":"server_error"}');
         else res.destroy();
       });
     });
@@ -113,7 +114,9 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
     interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey, grantSecretCookieKey: deps.keys.grantSecretCookieKey }),
   );
   app.all([config.mcp.path, `${config.mcp.path}/*rest`], proxy);
-  app.use(clientPolicies({ registration: '/reg', authorization: '/auth', token: '/token' }, resourceScopes(config).join(' ')));
+  app.use(
+    clientPolicies({ registration: '/reg', authorization: '/auth', token: '/token' }, resourceScopes(config).join(' ')),
+  );
   app.use(
     grantSecretContext({
       paths: { authorization: '/auth', token: '/token' },

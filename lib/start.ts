@@ -63,7 +63,10 @@ export async function start(
     } else {
       // Development only (configuration refuses a missing identity provider in production).
       const { startDevIdentityProvider } = await import('./dev/identity-provider.ts');
-      const dev = await startDevIdentityProvider({ redirectUris: [redirectUri], tokenEndpointAuthMethod: 'client_secret_post' });
+      const dev = await startDevIdentityProvider({
+        redirectUris: [redirectUri],
+        tokenEndpointAuthMethod: 'client_secret_post',
+      });
       cleanups.push(() => dev.close());
       identityConfig = {
         serverUrl: new URL(dev.issuer),
@@ -85,7 +88,13 @@ export async function start(
     let mcpServer: McpServerProcess | undefined;
     if (config.mcp.run) {
       try {
-        mcpServer = await startMcpServer({ run: config.mcp.run, url: config.mcp.serverUrl, env, log, signal: options.signal });
+        mcpServer = await startMcpServer({
+          run: config.mcp.run,
+          url: config.mcp.serverUrl,
+          env,
+          log,
+          signal: options.signal,
+        });
       } catch (error) {
         throw new StartupError(`MCP server did not start: ${(error as Error).message}`);
       }

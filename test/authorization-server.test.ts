@@ -14,7 +14,9 @@ describe('authorization server', function () {
 
   before(async function () {
     stack = await startStack();
-    webClient = (await registerClient(stack.baseUrl, { redirect_uris: [webRedirect], token_endpoint_auth_method: 'none' })).body.client_id!;
+    webClient = (
+      await registerClient(stack.baseUrl, { redirect_uris: [webRedirect], token_endpoint_auth_method: 'none' })
+    ).body.client_id!;
     nativeClient = (
       await registerClient(stack.baseUrl, {
         application_type: 'native',
@@ -40,7 +42,13 @@ describe('authorization server', function () {
 
   describe('R12/R16: redirect URIs are matched exactly and errors before that are pages', function () {
     it('refuses javascript:, data: and other dangerous schemes at registration', async function () {
-      for (const uri of ['javascript:alert(1)', 'data:text/html,hi', 'vbscript:x', 'file:///etc/passwd', 'blob:https://x/y']) {
+      for (const uri of [
+        'javascript:alert(1)',
+        'data:text/html,hi',
+        'vbscript:x',
+        'file:///etc/passwd',
+        'blob:https://x/y',
+      ]) {
         for (const application_type of ['web', 'native']) {
           const res = await registerClient(stack.baseUrl, { application_type, redirect_uris: [uri] });
           expect(res.status, `${application_type} ${uri}`).to.equal(400);
@@ -73,7 +81,9 @@ describe('authorization server', function () {
     ];
     for (const redirectUri of webCorpus) {
       it(`open redirect refused: ${JSON.stringify(redirectUri)}`, async function () {
-        const res = await fetch(authorizeUrl({ client_id: webClient, redirect_uri: redirectUri }), { redirect: 'manual' });
+        const res = await fetch(authorizeUrl({ client_id: webClient, redirect_uri: redirectUri }), {
+          redirect: 'manual',
+        });
         expect(res.status).to.equal(400);
         expect(res.headers.get('location')).to.equal(null);
         expect(res.headers.get('content-type')).to.match(/text\/html/);
@@ -91,7 +101,9 @@ describe('authorization server', function () {
     ];
     for (const redirectUri of nativeCorpus) {
       it(`native loopback lookalike refused: ${redirectUri}`, async function () {
-        const res = await fetch(authorizeUrl({ client_id: nativeClient, redirect_uri: redirectUri }), { redirect: 'manual' });
+        const res = await fetch(authorizeUrl({ client_id: nativeClient, redirect_uri: redirectUri }), {
+          redirect: 'manual',
+        });
         expect(res.status).to.equal(400);
         expect(res.headers.get('location')).to.equal(null);
       });
@@ -106,7 +118,9 @@ describe('authorization server', function () {
     });
 
     it('an unknown client is a page, not a redirect', async function () {
-      const res = await fetch(authorizeUrl({ client_id: 'no-such-client', redirect_uri: webRedirect }), { redirect: 'manual' });
+      const res = await fetch(authorizeUrl({ client_id: 'no-such-client', redirect_uri: webRedirect }), {
+        redirect: 'manual',
+      });
       expect(res.status).to.equal(400);
       expect(res.headers.get('location')).to.equal(null);
     });
@@ -115,7 +129,12 @@ describe('authorization server', function () {
   describe('R10: PKCE S256 for every code', function () {
     it('refuses code_challenge_method=plain', async function () {
       const res = await fetch(
-        authorizeUrl({ client_id: webClient, redirect_uri: webRedirect, code_challenge_method: 'plain', code_challenge: 'a'.repeat(43) }),
+        authorizeUrl({
+          client_id: webClient,
+          redirect_uri: webRedirect,
+          code_challenge_method: 'plain',
+          code_challenge: 'a'.repeat(43),
+        }),
         { redirect: 'manual' },
       );
       const location = new URL(res.headers.get('location')!);
@@ -145,7 +164,12 @@ describe('authorization server', function () {
         'http://127.0.0.1:5555/cb',
       );
       const code = redirect.searchParams.get('code')!;
-      const base = { grant_type: 'authorization_code', code, redirect_uri: 'http://127.0.0.1:5555/cb', client_id: nativeClient };
+      const base = {
+        grant_type: 'authorization_code',
+        code,
+        redirect_uri: 'http://127.0.0.1:5555/cb',
+        client_id: nativeClient,
+      };
       const wrong = await tokenRequest(stack.baseUrl, { ...base, code_verifier: pkce().verifier });
       expect(wrong.body.error).to.equal('invalid_grant');
       // A wrong verifier burns nothing an attacker can use, but the code itself is now spent or
@@ -188,10 +212,19 @@ describe('authorization server', function () {
     });
 
     it('R3: a token issued for another resource sharing our store is refused on /mcp', async function () {
-      const other = await startStack({ env: { MCP_AUTH_PROXY_REDIS_KEY_PREFIX: stack.env.MCP_AUTH_PROXY_REDIS_KEY_PREFIX } });
+      const other = await startStack({
+        env: { MCP_AUTH_PROXY_REDIS_KEY_PREFIX: stack.env.MCP_AUTH_PROXY_REDIS_KEY_PREFIX },
+      });
       try {
-        const client = (await registerClient(other.baseUrl, { application_type: 'native', redirect_uris: [nativeRedirect] })).body.client_id!;
-        const { token } = await codeFlow({ baseUrl: other.baseUrl, clientId: client, redirectUri: 'http://127.0.0.1:5557/cb', scope: 'openid' });
+        const client = (
+          await registerClient(other.baseUrl, { application_type: 'native', redirect_uris: [nativeRedirect] })
+        ).body.client_id!;
+        const { token } = await codeFlow({
+          baseUrl: other.baseUrl,
+          clientId: client,
+          redirectUri: 'http://127.0.0.1:5557/cb',
+          scope: 'openid',
+        });
         expect((await mcpInitialize(other.mcpUrl, token.body.access_token)).status).to.equal(200);
         const res = await mcpInitialize(stack.mcpUrl, token.body.access_token);
         expect(res.status).to.equal(401);
@@ -204,7 +237,11 @@ describe('authorization server', function () {
 
   describe('bodies a client got wrong are answered in JSON, never as a 500', function () {
     it('malformed JSON at registration: 400 invalid_client_metadata', async function () {
-      const res = await fetch(`${stack.baseUrl}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"redirect_uris": [' });
+      const res = await fetch(`${stack.baseUrl}/reg`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"redirect_uris": [',
+      });
       expect(res.status).to.equal(400);
       expect(((await res.json()) as { error: string }).error).to.equal('invalid_client_metadata');
     });
@@ -246,7 +283,10 @@ describe('authorization server', function () {
     });
     expect(redirect.searchParams.get('iss')).to.equal(stack.baseUrl);
     expect(token.headers.get('cache-control')).to.equal('no-store');
-    const metadata = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    const metadata = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-authorization-server`)).json()) as Record<
+      string,
+      unknown
+    >;
     expect(metadata.authorization_response_iss_parameter_supported).to.equal(true);
   });
 });
@@ -261,8 +301,15 @@ describe('R5: insufficient scope', function () {
   });
 
   it('answers 403 insufficient_scope naming every scope needed, and a token with it works', async function () {
-    const client = (await registerClient(stack.baseUrl, { application_type: 'native', redirect_uris: ['http://127.0.0.1/cb'] })).body.client_id!;
-    const narrow = await codeFlow({ baseUrl: stack.baseUrl, clientId: client, redirectUri: 'http://127.0.0.1:5601/cb', scope: 'openid' });
+    const client = (
+      await registerClient(stack.baseUrl, { application_type: 'native', redirect_uris: ['http://127.0.0.1/cb'] })
+    ).body.client_id!;
+    const narrow = await codeFlow({
+      baseUrl: stack.baseUrl,
+      clientId: client,
+      redirectUri: 'http://127.0.0.1:5601/cb',
+      scope: 'openid',
+    });
     const res = await mcpInitialize(stack.mcpUrl, narrow.token.body.access_token);
     expect(res.status).to.equal(403);
     const challenge = res.headers.get('www-authenticate')!;
@@ -271,14 +318,21 @@ describe('R5: insufficient scope', function () {
     expect(challenge).to.contain('resource_metadata="');
     expect(challenge).to.not.contain('offline_access');
 
-    const wide = await codeFlow({ baseUrl: stack.baseUrl, clientId: client, redirectUri: 'http://127.0.0.1:5602/cb', scope: 'openid mcp:tools' });
+    const wide = await codeFlow({
+      baseUrl: stack.baseUrl,
+      clientId: client,
+      redirectUri: 'http://127.0.0.1:5602/cb',
+      scope: 'openid mcp:tools',
+    });
     expect((await mcpInitialize(stack.mcpUrl, wide.token.body.access_token)).status).to.equal(200);
   });
 
   it('every 401 carries the scope and no offline_access (R2)', async function () {
     const res = await fetch(stack.mcpUrl, { method: 'POST' });
     expect(res.headers.get('www-authenticate')).to.contain('scope="openid mcp:tools"');
-    const prm = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-protected-resource`)).json()) as { scopes_supported: string[] };
+    const prm = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-protected-resource`)).json()) as {
+      scopes_supported: string[];
+    };
     expect(prm.scopes_supported).to.deep.equal(['openid', 'mcp:tools']);
   });
 });
@@ -289,14 +343,25 @@ describe('signing keys other than RSA', function () {
     ['Ed25519', 'Ed25519', { crv: 'Ed25519' }],
   ] as const) {
     it(`an ${name}-only OIDC_PROVIDER_JWKS registers clients and signs ID tokens with ${alg}`, async function () {
-      const { privateKey } = await generateKeyPair(alg === 'ES256' ? 'ES256' : 'EdDSA', { extractable: true, ...options });
+      const { privateKey } = await generateKeyPair(alg === 'ES256' ? 'ES256' : 'EdDSA', {
+        extractable: true,
+        ...options,
+      });
       const jwks = { keys: [{ ...(await exportJWK(privateKey)), kid: 'k1' }] };
       const stack = await startStack({ redis: false, env: { OIDC_PROVIDER_JWKS: JSON.stringify(jwks) } });
       try {
-        const reg = await registerClient(stack.baseUrl, { application_type: 'native', redirect_uris: ['http://127.0.0.1/cb'] });
+        const reg = await registerClient(stack.baseUrl, {
+          application_type: 'native',
+          redirect_uris: ['http://127.0.0.1/cb'],
+        });
         expect(reg.status, JSON.stringify(reg.body)).to.equal(201);
         expect(reg.body.id_token_signed_response_alg).to.equal(alg);
-        const { token } = await codeFlow({ baseUrl: stack.baseUrl, clientId: reg.body.client_id!, redirectUri: 'http://127.0.0.1:5701/cb', scope: 'openid' });
+        const { token } = await codeFlow({
+          baseUrl: stack.baseUrl,
+          clientId: reg.body.client_id!,
+          redirectUri: 'http://127.0.0.1:5701/cb',
+          scope: 'openid',
+        });
         expect(token.status).to.equal(200);
         const idToken = (token.body as unknown as { id_token: string }).id_token;
         expect(JSON.parse(Buffer.from(idToken.split('.')[0]!, 'base64url').toString()).alg).to.equal(alg);
@@ -306,4 +371,3 @@ describe('signing keys other than RSA', function () {
     });
   }
 });
-

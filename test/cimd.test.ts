@@ -541,10 +541,19 @@ describe('CIMD through the proxy (R11, R16, R24)', function () {
       token_endpoint_auth_methods_supported: ['none', 'private_key_jwt'],
     });
     const { verifier, challenge } = pkce();
-    const back = await authorizeInBrowser(createBrowser(), authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge), redirectUri);
+    const back = await authorizeInBrowser(
+      createBrowser(),
+      authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge),
+      redirectUri,
+    );
     const code = back.searchParams.get('code');
     expect(code, back.href).to.be.a('string');
-    const res = await exchangeCode(stack.baseUrl, { code: code!, redirect_uri: redirectUri, code_verifier: verifier, client_id: clientId });
+    const res = await exchangeCode(stack.baseUrl, {
+      code: code!,
+      redirect_uri: redirectUri,
+      code_verifier: verifier,
+      client_id: clientId,
+    });
     expect(res.status, await res.clone().text()).to.equal(200);
     const { access_token } = (await res.json()) as { access_token: string };
     expect((await whoami(stack.mcpUrl, access_token)).userId).to.equal('alice');

@@ -165,18 +165,16 @@ describe('configuration', () => {
     });
 
     it('normalises BASE_URL so the issuer is byte-identical everywhere (R1, R9)', () => {
-      expect(
-        loadConfig(production({ BASE_URL: 'https://Proxy.Example.COM:443' })).baseUrl,
-      ).to.equal('https://proxy.example.com');
+      expect(loadConfig(production({ BASE_URL: 'https://Proxy.Example.COM:443' })).baseUrl).to.equal(
+        'https://proxy.example.com',
+      );
     });
   });
 
   describe('development with an empty environment', () => {
     it('uses every fallback and warns about each', () => {
       const config = loadConfig({});
-      const exampleServer = fileURLToPath(
-        new URL('../lib/dev/example-mcp-server.ts', import.meta.url),
-      );
+      const exampleServer = fileURLToPath(new URL('../lib/dev/example-mcp-server.ts', import.meta.url));
       expect(config).to.deep.equal({
         mode: 'development',
         baseUrl: 'http://localhost:3000',
@@ -212,9 +210,7 @@ describe('configuration', () => {
     });
 
     it('treats an empty value as unset', () => {
-      expect(loadConfig({ PORT: '', BASE_URL: '', LOCAL_INSECURE: '' }).baseUrl).to.equal(
-        'http://localhost:3000',
-      );
+      expect(loadConfig({ PORT: '', BASE_URL: '', LOCAL_INSECURE: '' }).baseUrl).to.equal('http://localhost:3000');
     });
 
     it('puts the example MCP server on PORT+1, or 3001 when PORT+1 is not a usable port', () => {
@@ -227,11 +223,17 @@ describe('configuration', () => {
     it('NODE_ENV is production, development or test; a misspelling is refused, not guessed', () => {
       expect(loadConfig({ NODE_ENV: 'test' }).mode).to.equal('development');
       expect(loadConfig({ NODE_ENV: 'development' }).mode).to.equal('development');
-      expect(() => loadConfig({ NODE_ENV: 'prod' })).to.throw(ConfigError, 'NODE_ENV: must be production, development or test');
+      expect(() => loadConfig({ NODE_ENV: 'prod' })).to.throw(
+        ConfigError,
+        'NODE_ENV: must be production, development or test',
+      );
     });
 
     it('refuses development mode on a Heroku dyno', () => {
-      expect(() => loadConfig({ DYNO: 'web.1' })).to.throw(ConfigError, 'NODE_ENV: must be production on a Heroku dyno');
+      expect(() => loadConfig({ DYNO: 'web.1' })).to.throw(
+        ConfigError,
+        'NODE_ENV: must be production on a Heroku dyno',
+      );
       expect(loadConfig(production({ DYNO: 'web.1' })).mode).to.equal('production');
     });
   });
@@ -320,8 +322,7 @@ describe('configuration', () => {
     });
 
     for (const value of ['65536', '-1', '80.5', '0x50', 'eighty', '1e3']) {
-      it(`refuses ${value}`, () =>
-        expectProblem({ PORT: value }, 'PORT', /integer from 0 to 65535/));
+      it(`refuses ${value}`, () => expectProblem({ PORT: value }, 'PORT', /integer from 0 to 65535/));
     }
   });
 
@@ -342,9 +343,7 @@ describe('configuration', () => {
     it('warns about plain http on a non-loopback host in development', () => {
       const config = loadConfig({ BASE_URL: 'http://192.168.1.10:3000' });
       expect(config.warnings.join('\n')).to.include('BASE_URL is plain http');
-      expect(loadConfig({ BASE_URL: 'http://127.0.0.1:3000' }).warnings.join('\n')).not.to.include(
-        'BASE_URL',
-      );
+      expect(loadConfig({ BASE_URL: 'http://127.0.0.1:3000' }).warnings.join('\n')).not.to.include('BASE_URL');
     });
 
     const bad: [string, RegExp][] = [
@@ -387,27 +386,17 @@ describe('configuration', () => {
 
   describe('MCP server', () => {
     it('requires MCP_SERVER_URL and MCP_SERVER_RUN_COMMAND in production', () => {
-      const problems = problemsOf(
-        production({ MCP_SERVER_URL: undefined, MCP_SERVER_RUN_COMMAND: undefined }),
-      );
-      expect(problems.map((p) => p.variable)).to.include.members([
-        'MCP_SERVER_URL',
-        'MCP_SERVER_RUN_COMMAND',
-      ]);
+      const problems = problemsOf(production({ MCP_SERVER_URL: undefined, MCP_SERVER_RUN_COMMAND: undefined }));
+      expect(problems.map((p) => p.variable)).to.include.members(['MCP_SERVER_URL', 'MCP_SERVER_RUN_COMMAND']);
     });
 
     it('requires MCP_SERVER_URL when a command is given: where the server listens', () => {
       expectProblem({ MCP_SERVER_RUN_COMMAND: 'node' }, 'MCP_SERVER_URL', /required when/);
     });
 
-    for (const name of [
-      'MCP_SERVER_RUN_ARGS_JSON',
-      'MCP_SERVER_RUN_DIR',
-      'MCP_SERVER_RUN_ENV_JSON',
-    ]) {
+    for (const name of ['MCP_SERVER_RUN_ARGS_JSON', 'MCP_SERVER_RUN_DIR', 'MCP_SERVER_RUN_ENV_JSON']) {
       it(`refuses ${name} without MCP_SERVER_RUN_COMMAND`, () => {
-        const value =
-          name === 'MCP_SERVER_RUN_DIR' ? '.' : name.endsWith('ARGS_JSON') ? '[]' : '{}';
+        const value = name === 'MCP_SERVER_RUN_DIR' ? '.' : name.endsWith('ARGS_JSON') ? '[]' : '{}';
         expectProblem({ [name]: value }, name, /MCP_SERVER_RUN_COMMAND is not/);
         expectProblem(
           { [name]: value, MCP_SERVER_URL: 'http://127.0.0.1:8080/mcp' },
@@ -430,14 +419,7 @@ describe('configuration', () => {
       expectProblem({ MCP_SERVER_URL: 'http://127.0.0.1:8080' }, 'MCP_SERVER_URL', /path/);
     });
 
-    for (const path of [
-      '/.well-known/mcp',
-      '/token',
-      '/auth',
-      '/reg',
-      '/interaction/x',
-      '/session',
-    ]) {
+    for (const path of ['/.well-known/mcp', '/token', '/auth', '/reg', '/interaction/x', '/session']) {
       it(`refuses the proxy's own path ${path}`, () => {
         expectProblem(
           { MCP_SERVER_URL: `http://127.0.0.1:8080${path}` },
@@ -448,9 +430,7 @@ describe('configuration', () => {
     }
 
     it('allows a path that merely starts like one of ours', () => {
-      expect(loadConfig({ MCP_SERVER_URL: 'http://127.0.0.1:8080/authz' }).mcp.path).to.equal(
-        '/authz',
-      );
+      expect(loadConfig({ MCP_SERVER_URL: 'http://127.0.0.1:8080/authz' }).mcp.path).to.equal('/authz');
     });
 
     for (const host of ['127.0.0.1', 'localhost', '[::1]', '0.0.0.0']) {
@@ -464,11 +444,7 @@ describe('configuration', () => {
     }
 
     it('refuses the default port 80 when PORT is 80', () => {
-      expectProblem(
-        { PORT: '80', MCP_SERVER_URL: 'http://localhost/mcp' },
-        'MCP_SERVER_URL',
-        /the proxy itself/,
-      );
+      expectProblem({ PORT: '80', MCP_SERVER_URL: 'http://localhost/mcp' }, 'MCP_SERVER_URL', /the proxy itself/);
     });
 
     it('refuses a URL under the proxy’s public BASE_URL: requests would loop', () => {
@@ -515,11 +491,7 @@ describe('configuration', () => {
     it('refuses a MCP_SERVER_RUN_DIR that is missing or not a directory', () => {
       const problems = problemsOf(production({ MCP_SERVER_RUN_DIR: 'nowhere' }), tmp);
       expect(problems[0]?.problem).to.include(join(tmp, 'nowhere'));
-      expectProblem(
-        production({ MCP_SERVER_RUN_DIR: metadataFile }),
-        'MCP_SERVER_RUN_DIR',
-        /existing directory/,
-      );
+      expectProblem(production({ MCP_SERVER_RUN_DIR: metadataFile }), 'MCP_SERVER_RUN_DIR', /existing directory/);
     });
   });
 
@@ -542,9 +514,7 @@ describe('configuration', () => {
 
     it('prefers MCP_AUTH_PROXY_REDIS_URL over REDIS_URL', () => {
       const env = production({ REDIS_URL: 'redis://other.example.com:6379' });
-      expect(loadConfig(env).redis?.url).to.equal(
-        'rediss://:redis-password@redis.example.com:6380',
-      );
+      expect(loadConfig(env).redis?.url).to.equal('rediss://:redis-password@redis.example.com:6380');
     });
 
     it('refuses other schemes, naming the variable used and never quoting the password', () => {
@@ -568,9 +538,7 @@ describe('configuration', () => {
     });
 
     it('takes a key prefix and refuses one with spaces', () => {
-      expect(
-        loadConfig(production({ MCP_AUTH_PROXY_REDIS_KEY_PREFIX: 'app-2:' })).redis?.keyPrefix,
-      ).to.equal('app-2:');
+      expect(loadConfig(production({ MCP_AUTH_PROXY_REDIS_KEY_PREFIX: 'app-2:' })).redis?.keyPrefix).to.equal('app-2:');
       expectProblem(
         production({ MCP_AUTH_PROXY_REDIS_KEY_PREFIX: 'my app:' }),
         'MCP_AUTH_PROXY_REDIS_KEY_PREFIX',
@@ -593,18 +561,12 @@ describe('configuration', () => {
     const jwks = (...keys: unknown[]) => JSON.stringify({ keys });
 
     it('is required in production', () => {
-      expectProblem(
-        production({ OIDC_PROVIDER_JWKS: undefined }),
-        'OIDC_PROVIDER_JWKS',
-        /required/,
-      );
+      expectProblem(production({ OIDC_PROVIDER_JWKS: undefined }), 'OIDC_PROVIDER_JWKS', /required/);
     });
 
     it('accepts RSA and Ed25519 signing keys, also pasted over several lines', () => {
       const value = JSON.stringify({ keys: [privateJwk('rsa'), privateJwk('ed25519')] }, null, 2);
-      expect(loadConfig({ OIDC_PROVIDER_JWKS: `\n${value}\n` }).provider.jwks?.keys).to.have.length(
-        2,
-      );
+      expect(loadConfig({ OIDC_PROVIDER_JWKS: `\n${value}\n` }).provider.jwks?.keys).to.have.length(2);
     });
 
     const bad: [string, string, RegExp][] = [
@@ -620,8 +582,7 @@ describe('configuration', () => {
       ['only an RSA-OAEP key', jwks({ ...privateJwk('rsa'), alg: 'RSA-OAEP' }), /no signing key/],
     ];
     for (const [label, value, pattern] of bad) {
-      it(`refuses ${label}`, () =>
-        expectProblem({ OIDC_PROVIDER_JWKS: value }, 'OIDC_PROVIDER_JWKS', pattern));
+      it(`refuses ${label}`, () => expectProblem({ OIDC_PROVIDER_JWKS: value }, 'OIDC_PROVIDER_JWKS', pattern));
     }
 
     it('never echoes the key material in an error message, not even a fragment', () => {
@@ -653,11 +614,7 @@ describe('configuration', () => {
         'OIDC_PROVIDER_VIEWS_PATH',
         /existing directory/,
       );
-      expectProblem(
-        { OIDC_PROVIDER_VIEWS_PATH: metadataFile },
-        'OIDC_PROVIDER_VIEWS_PATH',
-        /existing directory/,
-      );
+      expectProblem({ OIDC_PROVIDER_VIEWS_PATH: metadataFile }, 'OIDC_PROVIDER_VIEWS_PATH', /existing directory/);
     });
   });
 
@@ -668,11 +625,7 @@ describe('configuration', () => {
     });
 
     it('must include openid', () => {
-      expectProblem(
-        { PROVIDER_SCOPE: 'profile offline_access' },
-        'PROVIDER_SCOPE',
-        /include openid/,
-      );
+      expectProblem({ PROVIDER_SCOPE: 'profile offline_access' }, 'PROVIDER_SCOPE', /include openid/);
     });
 
     for (const token of ['"quoted"', 'back\\slash', 'tab\there', 'café']) {
@@ -691,10 +644,7 @@ describe('configuration', () => {
 
     it('is required in production', () => {
       const problems = problemsOf(production(identityOnly));
-      expect(problems.map((p) => p.variable)).to.have.members([
-        'IDENTITY_SERVER_URL',
-        'IDENTITY_CLIENT_ID',
-      ]);
+      expect(problems.map((p) => p.variable)).to.have.members(['IDENTITY_SERVER_URL', 'IDENTITY_CLIENT_ID']);
     });
 
     it('falls back to the embedded development identity provider only when no IDENTITY_* is set', () => {
@@ -703,16 +653,9 @@ describe('configuration', () => {
 
     it('refuses a partial set in development too', () => {
       expectProblem({ IDENTITY_CLIENT_ID: 'c' }, 'IDENTITY_SERVER_URL', /required/);
-      expectProblem(
-        { IDENTITY_SERVER_URL: 'https://idp.example.com' },
-        'IDENTITY_CLIENT_ID',
-        /required/,
-      );
+      expectProblem({ IDENTITY_SERVER_URL: 'https://idp.example.com' }, 'IDENTITY_CLIENT_ID', /required/);
       const problems = problemsOf({ IDENTITY_SCOPE: 'openid' });
-      expect(problems.map((p) => p.variable)).to.have.members([
-        'IDENTITY_SERVER_URL',
-        'IDENTITY_CLIENT_ID',
-      ]);
+      expect(problems.map((p) => p.variable)).to.have.members(['IDENTITY_SERVER_URL', 'IDENTITY_CLIENT_ID']);
     });
 
     it('takes exactly one of IDENTITY_SERVER_URL and IDENTITY_SERVER_METADATA_FILE', () => {
@@ -724,9 +667,7 @@ describe('configuration', () => {
     });
 
     it('accepts a public client without a secret, with its own scope', () => {
-      const config = loadConfig(
-        production({ IDENTITY_CLIENT_SECRET: undefined, IDENTITY_SCOPE: 'openid email' }),
-      );
+      const config = loadConfig(production({ IDENTITY_CLIENT_SECRET: undefined, IDENTITY_SCOPE: 'openid email' }));
       expect(config.identity?.clientSecret).to.equal(undefined);
       expect(config.identity?.scope).to.equal('openid email');
     });
@@ -829,11 +770,7 @@ describe('configuration', () => {
 
     for (const value of ['1023', '0', '-5', '4MB', '1e6', '99999999999999999999']) {
       it(`refuses ${value}`, () => {
-        expectProblem(
-          { MCP_PROXY_MAX_BODY_BYTES: value },
-          'MCP_PROXY_MAX_BODY_BYTES',
-          /at least 1024/,
-        );
+        expectProblem({ MCP_PROXY_MAX_BODY_BYTES: value }, 'MCP_PROXY_MAX_BODY_BYTES', /at least 1024/);
       });
     }
   });
@@ -841,13 +778,9 @@ describe('configuration', () => {
   describe('MCP_PROXY_ALLOWED_ORIGINS', () => {
     it('keeps serialised origins, as browsers send them in Origin', () => {
       const config = loadConfig({
-        MCP_PROXY_ALLOWED_ORIGINS:
-          'https://App.Example.com:443/, http://localhost:5173,,https://app.example.com',
+        MCP_PROXY_ALLOWED_ORIGINS: 'https://App.Example.com:443/, http://localhost:5173,,https://app.example.com',
       });
-      expect(config.proxy.allowedOrigins).to.deep.equal([
-        'https://app.example.com',
-        'http://localhost:5173',
-      ]);
+      expect(config.proxy.allowedOrigins).to.deep.equal(['https://app.example.com', 'http://localhost:5173']);
     });
 
     for (const entry of [
@@ -903,11 +836,7 @@ describe('configuration', () => {
     ];
     for (const [entry, pattern] of refused) {
       it(`refuses ${JSON.stringify(entry)}`, () => {
-        expectProblem(
-          { CIMD_ALLOWED_HOSTS: `claude.ai,${entry}` },
-          'CIMD_ALLOWED_HOSTS',
-          pattern,
-        );
+        expectProblem({ CIMD_ALLOWED_HOSTS: `claude.ai,${entry}` }, 'CIMD_ALLOWED_HOSTS', pattern);
       });
     }
 
@@ -940,18 +869,13 @@ describe('configuration', () => {
         otlpEndpoint: 'https://traces.example.com/v1/traces',
         serviceName: 'my-proxy',
       });
-      expect(
-        loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otlp.example.com' }).telemetry
-          .otlpEndpoint,
-      ).to.equal('https://otlp.example.com');
+      expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otlp.example.com' }).telemetry.otlpEndpoint).to.equal(
+        'https://otlp.example.com',
+      );
     });
 
     it('refuses endpoints that are not http(s) URLs', () => {
-      expectProblem(
-        { OTEL_EXPORTER_OTLP_ENDPOINT: 'grpc' },
-        'OTEL_EXPORTER_OTLP_ENDPOINT',
-        /http\(s\)/,
-      );
+      expectProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: 'grpc' }, 'OTEL_EXPORTER_OTLP_ENDPOINT', /http\(s\)/);
       expectProblem(
         { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'file:///tmp/x' },
         'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',

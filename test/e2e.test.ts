@@ -4,7 +4,14 @@ import { expect } from 'chai';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { createBrowser } from './helpers/browser.ts';
 import { authorizationUrl } from './helpers/oauth.ts';
-import { authorizeInBrowser, connectClient, freePort, startStack, TestOAuthClient, type Stack } from './helpers/stack.ts';
+import {
+  authorizeInBrowser,
+  connectClient,
+  freePort,
+  startStack,
+  TestOAuthClient,
+  type Stack,
+} from './helpers/stack.ts';
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 
@@ -47,7 +54,9 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
     expect(alice.lastRedirect?.searchParams.get('iss'), 'RFC 9207 iss').to.equal(stack.baseUrl);
     const { tools } = await aliceClient.listTools();
     expect(tools.map((t) => t.name)).to.include.members(['echo', 'whoami', 'add']);
-    const sum = (await aliceClient.callTool({ name: 'add', arguments: { a: 2, b: 3 } })) as { content: { text: string }[] };
+    const sum = (await aliceClient.callTool({ name: 'add', arguments: { a: 2, b: 3 } })) as {
+      content: { text: string }[];
+    };
     expect(sum.content[0]!.text).to.contain('5');
   });
 
@@ -151,7 +160,9 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
     });
 
     it('refuses a callback with an unknown state', async function () {
-      const res = await fetch(`${stack.baseUrl}/interaction/identity/callback?code=abc&state=forged`, { redirect: 'manual' });
+      const res = await fetch(`${stack.baseUrl}/interaction/identity/callback?code=abc&state=forged`, {
+        redirect: 'manual',
+      });
       expect(res.status).to.equal(400);
       expect(res.headers.get('location')).to.equal(null);
       expect(await res.text()).to.contain('unknown, expired or was already used');
@@ -170,7 +181,12 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
 
   it('nothing sent at registration marks a client as consented', async function () {
     const oauth = new TestOAuthClient();
-    const reg = await register(stack.baseUrl, { ...oauth.clientMetadata, consented: true, skip_consent: true, trusted: true });
+    const reg = await register(stack.baseUrl, {
+      ...oauth.clientMetadata,
+      consented: true,
+      skip_consent: true,
+      trusted: true,
+    });
     expect(reg.status).to.equal(201);
     const { client_id } = (await reg.json()) as { client_id: string };
     const url = authorizationUrl(stack.baseUrl, client_id, oauth.redirectUrl);
@@ -193,7 +209,11 @@ describe('registration of native clients', function () {
     const res = await register(stack.baseUrl, {
       application_type: 'native',
       token_endpoint_auth_method: 'none',
-      redirect_uris: ['http://127.0.0.1/callback', 'http://localhost:8787/callback', 'cursor://anysphere.cursor-mcp/oauth/callback'],
+      redirect_uris: [
+        'http://127.0.0.1/callback',
+        'http://localhost:8787/callback',
+        'cursor://anysphere.cursor-mcp/oauth/callback',
+      ],
     });
     expect(res.status).to.equal(201);
   });
@@ -205,10 +225,19 @@ describe('registration of native clients', function () {
   });
 
   it('serves one issuer in PRM, RFC 8414 and OIDC discovery (R1, R9)', async function () {
-    const prm = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-protected-resource/mcp`)).json()) as Record<string, unknown>;
-    const root = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-protected-resource`)).json()) as Record<string, unknown>;
+    const prm = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-protected-resource/mcp`)).json()) as Record<
+      string,
+      unknown
+    >;
+    const root = (await (await fetch(`${stack.baseUrl}/.well-known/oauth-protected-resource`)).json()) as Record<
+      string,
+      unknown
+    >;
     const as = await fetch(`${stack.baseUrl}/.well-known/oauth-authorization-server`);
-    const oidc = (await (await fetch(`${stack.baseUrl}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+    const oidc = (await (await fetch(`${stack.baseUrl}/.well-known/openid-configuration`)).json()) as Record<
+      string,
+      unknown
+    >;
     expect(as.headers.get('content-type')).to.match(/^application\/json/);
     const asBody = (await as.json()) as Record<string, unknown>;
     expect(prm.resource).to.equal(`${stack.baseUrl}/mcp`);
@@ -252,7 +281,10 @@ describe('start-up failures name what and where', function () {
 });
 
 describe('the web process (bin/mcp-auth-proxy.ts)', function () {
-  function run(env: NodeJS.ProcessEnv, until?: RegExp): Promise<{ code: number | null; stdout: string; stderr: string; kill: () => void }> {
+  function run(
+    env: NodeJS.ProcessEnv,
+    until?: RegExp,
+  ): Promise<{ code: number | null; stdout: string; stderr: string; kill: () => void }> {
     return new Promise((resolve) => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
         env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
@@ -273,7 +305,14 @@ describe('the web process (bin/mcp-auth-proxy.ts)', function () {
   it('with invalid production configuration lists every problem and exits 1, no stack trace', async function () {
     const result = await run({ NODE_ENV: 'production', PORT: 'eighty', MCP_SERVER_URL: 'not a url' });
     expect(result.code).to.equal(1);
-    for (const variable of ['PORT', 'BASE_URL', 'MCP_SERVER_URL', 'MCP_AUTH_PROXY_REDIS_URL', 'OIDC_PROVIDER_JWKS', 'IDENTITY_SERVER_URL']) {
+    for (const variable of [
+      'PORT',
+      'BASE_URL',
+      'MCP_SERVER_URL',
+      'MCP_AUTH_PROXY_REDIS_URL',
+      'OIDC_PROVIDER_JWKS',
+      'IDENTITY_SERVER_URL',
+    ]) {
       expect(result.stderr).to.contain(variable);
     }
     expect(result.stderr).to.not.match(/\n\s+at /);
@@ -339,9 +378,13 @@ describe('the web process (bin/mcp-auth-proxy.ts)', function () {
     try {
       expect(started.code).to.equal(null);
       const mcpUrl = `http://localhost:${port}/mcp`;
-      expect(started.stdout).to.contain(`npx -y @modelcontextprotocol/inspector --transport http --server-url ${mcpUrl}`);
+      expect(started.stdout).to.contain(
+        `npx -y @modelcontextprotocol/inspector --transport http --server-url ${mcpUrl}`,
+      );
       const client = await connectClient(mcpUrl, new TestOAuthClient({ user: 'dev' }));
-      const result = (await client.callTool({ name: 'echo', arguments: { text: 'local' } })) as { content: { text: string }[] };
+      const result = (await client.callTool({ name: 'echo', arguments: { text: 'local' } })) as {
+        content: { text: string }[];
+      };
       expect(result.content[0]!.text).to.contain('local');
       await client.close();
     } finally {

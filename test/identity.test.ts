@@ -29,24 +29,46 @@ describe('upstream identity provider client', function () {
     const metadataFile = (endpoint: string) => {
       const dir = mkdtempSync(join(tmpdir(), 'idp-'));
       const file = join(dir, 'metadata.json');
-      writeFileSync(file, JSON.stringify({ issuer: endpoint, authorization_endpoint: `${endpoint}/auth`, token_endpoint: `${endpoint}/token` }));
+      writeFileSync(
+        file,
+        JSON.stringify({
+          issuer: endpoint,
+          authorization_endpoint: `${endpoint}/auth`,
+          token_endpoint: `${endpoint}/token`,
+        }),
+      );
       return file;
     };
-    const config = (file: string) => ({ serverUrl: undefined, metadataFile: file, clientId: 'c', clientSecret: undefined, scope: 'openid' });
+    const config = (file: string) => ({
+      serverUrl: undefined,
+      metadataFile: file,
+      clientId: 'c',
+      clientSecret: undefined,
+      scope: 'openid',
+    });
 
     it('are refused off loopback even with LOCAL_INSECURE', async function () {
-      const error = await createIdentityClient(config(metadataFile('http://idp.example')), { redirectUri: 'http://localhost/cb', allowInsecure: true }).catch((e) => e);
+      const error = await createIdentityClient(config(metadataFile('http://idp.example')), {
+        redirectUri: 'http://localhost/cb',
+        allowInsecure: true,
+      }).catch((e) => e);
       expect(error).to.be.instanceOf(IdentityError);
       expect((error as Error).message).to.contain('plain http');
     });
 
     it('are refused on loopback without LOCAL_INSECURE', async function () {
-      const error = await createIdentityClient(config(metadataFile('http://127.0.0.1:9')), { redirectUri: 'http://localhost/cb', allowInsecure: false }).catch((e) => e);
+      const error = await createIdentityClient(config(metadataFile('http://127.0.0.1:9')), {
+        redirectUri: 'http://localhost/cb',
+        allowInsecure: false,
+      }).catch((e) => e);
       expect(error).to.be.instanceOf(IdentityError);
     });
 
     it('are accepted on loopback with LOCAL_INSECURE', async function () {
-      const client = await createIdentityClient(config(metadataFile('http://127.0.0.1:9')), { redirectUri: 'http://localhost/cb', allowInsecure: true });
+      const client = await createIdentityClient(config(metadataFile('http://127.0.0.1:9')), {
+        redirectUri: 'http://localhost/cb',
+        allowInsecure: true,
+      });
       expect(client.issuer).to.equal('http://127.0.0.1:9');
     });
   });
@@ -67,7 +89,11 @@ describe('upstream identity provider client', function () {
         const idp = (app.locals.idp as DevIdentityProvider).issuer;
         const upstream = await fetch(`${idp}/token`, {
           method: 'POST',
-          headers: { 'content-type': req.get('content-type')!, accept: 'application/json', ...(req.get('authorization') ? { authorization: req.get('authorization')! } : {}) },
+          headers: {
+            'content-type': req.get('content-type')!,
+            accept: 'application/json',
+            ...(req.get('authorization') ? { authorization: req.get('authorization')! } : {}),
+          },
           body: req.body as Buffer,
         });
         const body = (await upstream.json()) as Record<string, unknown>;
@@ -84,8 +110,19 @@ describe('upstream identity provider client', function () {
         env: ({ idp }) => {
           app.locals.idp = idp;
           const file = join(mkdtempSync(join(tmpdir(), 'idp-')), 'metadata.json');
-          writeFileSync(file, JSON.stringify({ issuer: idp.issuer, authorization_endpoint: `${idp.issuer}/auth`, token_endpoint: `${shimUrl}/token` }));
-          return { IDENTITY_SERVER_URL: undefined, IDENTITY_SERVER_METADATA_FILE: file, IDENTITY_SCOPE: 'profile offline_access' };
+          writeFileSync(
+            file,
+            JSON.stringify({
+              issuer: idp.issuer,
+              authorization_endpoint: `${idp.issuer}/auth`,
+              token_endpoint: `${shimUrl}/token`,
+            }),
+          );
+          return {
+            IDENTITY_SERVER_URL: undefined,
+            IDENTITY_SERVER_METADATA_FILE: file,
+            IDENTITY_SCOPE: 'profile offline_access',
+          };
         },
       });
     });
@@ -97,7 +134,9 @@ describe('upstream identity provider client', function () {
     it('logs the user in by the provider-specific user_id', async function () {
       addUserId = true;
       const client = await connectClient(stack.mcpUrl, new TestOAuthClient());
-      const result = (await client.callTool({ name: 'echo', arguments: { text: 'plain oauth' } })) as { content: { text: string }[] };
+      const result = (await client.callTool({ name: 'echo', arguments: { text: 'plain oauth' } })) as {
+        content: { text: string }[];
+      };
       expect(result.content[0]!.text).to.contain('plain oauth');
       const who = (await client.callTool({ name: 'whoami', arguments: {} })) as { content: { text: string }[] };
       expect(JSON.parse(who.content[0]!.text).userId).to.equal('heroku-user-42');

@@ -90,9 +90,7 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
         for (const ttl of [0, -1, 1.5, Number.NaN]) {
           const error = await store.set(`kv:${random()}`, 'v', ttl).catch((e: unknown) => e);
           expect(error, `ttl ${ttl}`).to.be.instanceOf(RangeError);
-          const lockError = await store
-            .setIfAbsent(`kv:${random()}`, 'v', ttl)
-            .catch((e: unknown) => e);
+          const lockError = await store.setIfAbsent(`kv:${random()}`, 'v', ttl).catch((e: unknown) => e);
           expect(lockError, `ttl ${ttl}`).to.be.instanceOf(RangeError);
         }
       });
@@ -141,9 +139,7 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
         await AccessToken.upsert(id, payload, 60);
         expect(await AccessToken.find(id)).to.deep.equal(payload);
         expect(await AccessToken.find(random())).to.equal(undefined);
-        expect(await new store.Adapter('RefreshToken').find(id), 'models are separate').to.equal(
-          undefined,
-        );
+        expect(await new store.Adapter('RefreshToken').find(id), 'models are separate').to.equal(undefined);
       });
 
       it('keeps a payload without jti (Client) as it was given', async function () {
@@ -250,22 +246,13 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
         const adapters = Object.fromEntries(models.map((m) => [m, new store.Adapter(m)]));
         const [grant, otherGrant] = [random(), random()];
         const ids = Object.fromEntries(models.map((m) => [m, random()]));
-        for (const m of models)
-          await adapters[m]!.upsert(ids[m]!, token(ids[m]!, grant, { kind: m }), 60);
+        for (const m of models) await adapters[m]!.upsert(ids[m]!, token(ids[m]!, grant, { kind: m }), 60);
         const other = random();
         await adapters.AccessToken!.upsert(other, token(other, otherGrant), 60);
         // A token first saved under `grant`, then moved to `otherGrant`, belongs to `otherGrant`.
         const moved = random();
-        await adapters.RefreshToken!.upsert(
-          moved,
-          token(moved, grant, { kind: 'RefreshToken' }),
-          60,
-        );
-        await adapters.RefreshToken!.upsert(
-          moved,
-          token(moved, otherGrant, { kind: 'RefreshToken' }),
-          60,
-        );
+        await adapters.RefreshToken!.upsert(moved, token(moved, grant, { kind: 'RefreshToken' }), 60);
+        await adapters.RefreshToken!.upsert(moved, token(moved, otherGrant, { kind: 'RefreshToken' }), 60);
 
         await new store.Adapter('AccessToken').revokeByGrantId(grant);
 
@@ -299,11 +286,7 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
       const [tokenId, sessionId, uid, deviceId] = [random(), random(), random(), random()];
       await AccessToken.upsert(tokenId, token(tokenId, random()), 1);
       await Session.upsert(sessionId, { jti: sessionId, kind: 'Session', uid }, 1);
-      await DeviceCode.upsert(
-        deviceId,
-        token(deviceId, random(), { kind: 'DeviceCode', userCode: 'QRSTVWXZ' }),
-        1,
-      );
+      await DeviceCode.upsert(deviceId, token(deviceId, random(), { kind: 'DeviceCode', userCode: 'QRSTVWXZ' }), 1);
 
       // Long-lived member first, then a short one: the grant set must not shrink to 1 s.
       const [longFirst, shortThenLong] = [random(), random()];
@@ -320,9 +303,7 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
       await sleep(1_200);
 
       expect(await store.get(kv)).to.equal(undefined);
-      expect(await store.setIfAbsent(lock, 'next', 60), 'an expired lock can be taken').to.equal(
-        true,
-      );
+      expect(await store.setIfAbsent(lock, 'next', 60), 'an expired lock can be taken').to.equal(true);
       expect(await store.get(persistent)).to.equal('v');
       expect(await AccessToken.find(tokenId)).to.equal(undefined);
       expect(await Session.find(sessionId)).to.equal(undefined);
@@ -332,12 +313,8 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
 
       await AccessToken.revokeByGrantId(longFirst);
       await AccessToken.revokeByGrantId(shortThenLong);
-      expect(await AccessToken.find(longA), 'revoked after its short sibling expired').to.equal(
-        undefined,
-      );
-      expect(await AccessToken.find(longB), 'revoked after its short sibling expired').to.equal(
-        undefined,
-      );
+      expect(await AccessToken.find(longA), 'revoked after its short sibling expired').to.equal(undefined);
+      expect(await AccessToken.find(longB), 'revoked after its short sibling expired').to.equal(undefined);
     });
 
     describe('pub/sub', function () {
@@ -408,11 +385,7 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
         secrets.push(tokenId, sessionId, deviceId, userCode);
         await AccessToken.upsert(tokenId, token(tokenId, grant), 60);
         await Session.upsert(sessionId, { jti: sessionId, kind: 'Session', uid: random() }, 60);
-        await DeviceCode.upsert(
-          deviceId,
-          token(deviceId, grant, { kind: 'DeviceCode', userCode }),
-          60,
-        );
+        await DeviceCode.upsert(deviceId, token(deviceId, grant, { kind: 'DeviceCode', userCode }), 60);
         await DeviceCode.consume(deviceId);
 
         const dump = await subject.dump!();

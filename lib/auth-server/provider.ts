@@ -42,11 +42,17 @@ export function resourceScopes(config: Config): string[] {
  */
 function policy(): interactionPolicy.Prompt[] {
   const prompts = interactionPolicy.base();
-  prompts.get('consent')!.checks.add(
-    new interactionPolicy.Check('proxy_interaction_required', 'every authorization passes through the proxy interaction', 'interaction_required', (ctx) =>
-      ctx.oidc.result?.consent ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT,
-    ),
-  );
+  prompts
+    .get('consent')!
+    .checks.add(
+      new interactionPolicy.Check(
+        'proxy_interaction_required',
+        'every authorization passes through the proxy interaction',
+        'interaction_required',
+        (ctx) =>
+          ctx.oidc.result?.consent ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT,
+      ),
+    );
   return prompts;
 }
 
@@ -55,7 +61,9 @@ function policy(): interactionPolicy.Prompt[] {
  * Configuration accepts RSA, EC P-256 and Ed25519 keys; a hard-coded RS256 would make every
  * registration fail on an EC- or Ed25519-only key set.
  */
-export function defaultSigningAlg(jwks: { keys: Array<{ kty?: string; crv?: string; alg?: string; use?: string }> }): SigningAlgorithmWithNone {
+export function defaultSigningAlg(jwks: {
+  keys: Array<{ kty?: string; crv?: string; alg?: string; use?: string }>;
+}): SigningAlgorithmWithNone {
   const key = jwks.keys.find((candidate) => candidate.use !== 'enc');
   if (key?.alg) return key.alg as SigningAlgorithmWithNone;
   if (key?.kty === 'EC') return 'ES256';
@@ -161,7 +169,8 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
       ctx.body = await views.render('error', {
         title: 'Sign-in error',
         heading: 'Sign-in could not continue',
-        message: status >= 500 ? 'An unexpected error occurred.' : (out.error_description ?? 'The request was not valid.'),
+        message:
+          status >= 500 ? 'An unexpected error occurred.' : (out.error_description ?? 'The request was not valid.'),
         code: out.error,
       });
     },

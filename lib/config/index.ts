@@ -70,14 +70,7 @@ const RESERVED_PATHS = [
  * Prefixes of our own variables: a variable under one of them that we do not read is most likely
  * a typo of one we do, which would otherwise fall back to a default without a word.
  */
-const OWN_PREFIXES = [
-  'MCP_SERVER_',
-  'MCP_AUTH_PROXY_',
-  'MCP_PROXY_',
-  'OIDC_PROVIDER_',
-  'IDENTITY_',
-  'CIMD_',
-];
+const OWN_PREFIXES = ['MCP_SERVER_', 'MCP_AUTH_PROXY_', 'MCP_PROXY_', 'OIDC_PROVIDER_', 'IDENTITY_', 'CIMD_'];
 
 // Run from sources (tsx) or from the build (dist/): the example server is beside us either way.
 const RUNNING_FROM_SOURCE = import.meta.url.endsWith('.ts');
@@ -122,10 +115,7 @@ class Collector {
   }
 }
 
-export function loadConfig(
-  env: NodeJS.ProcessEnv = process.env,
-  cwd: string = process.cwd(),
-): Config {
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = process.cwd()): Config {
   const mode = env.NODE_ENV === 'production' ? 'production' : 'development';
   const c = new Collector(env, mode === 'production', cwd);
 
@@ -213,11 +203,7 @@ function readLocalInsecure(c: Collector): boolean {
   return true;
 }
 
-function readBaseUrl(
-  c: Collector,
-  port: number | undefined,
-  localInsecure: boolean,
-): string | undefined {
+function readBaseUrl(c: Collector, port: number | undefined, localInsecure: boolean): string | undefined {
   const raw = c.read('BASE_URL');
   if (raw === undefined) {
     if (!c.production) return `http://localhost:${port ?? DEFAULT_PORT}`;
@@ -234,9 +220,7 @@ function readBaseUrl(
       return undefined;
     }
     if (!isLoopback(url.hostname)) {
-      c.warn(
-        `BASE_URL is plain http on a non-loopback host (${url.host}): tokens cross the network unencrypted`,
-      );
+      c.warn(`BASE_URL is plain http on a non-loopback host (${url.host}): tokens cross the network unencrypted`);
     }
   }
   // The authorization server, the interaction pages and `/mcp` are all served at the root of the
@@ -250,11 +234,7 @@ function readBaseUrl(
   return url.origin;
 }
 
-function readMcp(
-  c: Collector,
-  port: number | undefined,
-  baseUrl: string | undefined,
-): McpConfig | undefined {
+function readMcp(c: Collector, port: number | undefined, baseUrl: string | undefined): McpConfig | undefined {
   const rawUrl = c.read('MCP_SERVER_URL');
   const command = c.read('MCP_SERVER_RUN_COMMAND');
   const runOptions = ['MCP_SERVER_RUN_ARGS_JSON', 'MCP_SERVER_RUN_DIR', 'MCP_SERVER_RUN_ENV_JSON'];
@@ -276,17 +256,11 @@ function readMcp(
 
   if (rawUrl === undefined) {
     if (command !== undefined) {
-      c.report(
-        'MCP_SERVER_URL',
-        'is required when MCP_SERVER_RUN_COMMAND is set: where the started server listens',
-      );
+      c.report('MCP_SERVER_URL', 'is required when MCP_SERVER_RUN_COMMAND is set: where the started server listens');
       return undefined;
     }
     if (c.production) {
-      c.report(
-        'MCP_SERVER_URL',
-        'is required in production: the example MCP server is for development only',
-      );
+      c.report('MCP_SERVER_URL', 'is required in production: the example MCP server is for development only');
       c.report(
         'MCP_SERVER_RUN_COMMAND',
         'is required in production unless MCP_SERVER_URL is a server that is already running',
@@ -318,10 +292,7 @@ function readMcp(
     valid = false;
   }
   if (baseUrl && (serverUrl.origin + serverUrl.pathname).startsWith(baseUrl + '/')) {
-    c.report(
-      'MCP_SERVER_URL',
-      'points at the proxy’s own public URL (BASE_URL): requests would loop',
-    );
+    c.report('MCP_SERVER_URL', 'points at the proxy’s own public URL (BASE_URL): requests would loop');
     valid = false;
   }
   if (serverUrl.protocol === 'http:' && !isLoopback(serverUrl.hostname)) {
@@ -340,11 +311,7 @@ function isSelf(url: URL, port: number): boolean {
   return local && effectivePort(url) === port;
 }
 
-function exampleServer(
-  c: Collector,
-  port: number,
-  baseUrl: string | undefined,
-): McpConfig | undefined {
+function exampleServer(c: Collector, port: number, baseUrl: string | undefined): McpConfig | undefined {
   const examplePort = port === 0 || port + 1 > 65535 ? 3001 : port + 1;
   const serverUrl = new URL(`http://127.0.0.1:${examplePort}/mcp`);
   c.warn(
@@ -397,9 +364,7 @@ function readRun(c: Collector, command: string): McpRunConfig | undefined {
     // Names with `=` or NUL cannot be passed to a child process; spawn would throw much later.
     const ok =
       isObject(parsed) &&
-      Object.entries(parsed).every(
-        ([name, value]) => name !== '' && !/[=\0]/.test(name) && isSpawnableString(value),
-      );
+      Object.entries(parsed).every(([name, value]) => name !== '' && !/[=\0]/.test(name) && isSpawnableString(value));
     if (!ok) {
       c.report('MCP_SERVER_RUN_ENV_JSON', 'must be a JSON object of string values');
       valid = false;
@@ -436,9 +401,7 @@ function readRedis(c: Collector): RedisConfig | undefined {
         'is required in production; REDIS_URL, set by Heroku Key-Value Store, also works',
       );
     } else {
-      c.warn(
-        'no Redis URL: using the in-memory store; clients, grants and sessions are lost at restart',
-      );
+      c.warn('no Redis URL: using the in-memory store; clients, grants and sessions are lost at restart');
     }
     return undefined;
   }
@@ -466,9 +429,7 @@ function readProvider(c: Collector): ProviderConfig | undefined {
       c.report('OIDC_PROVIDER_JWKS', 'is required in production');
       valid = false;
     } else {
-      c.warn(
-        'OIDC_PROVIDER_JWKS is unset: signing with an ephemeral key; issued tokens stop verifying at restart',
-      );
+      c.warn('OIDC_PROVIDER_JWKS is unset: signing with an ephemeral key; issued tokens stop verifying at restart');
     }
   } else {
     jwks = parseJwks(c, rawJwks);
@@ -489,11 +450,7 @@ function readProvider(c: Collector): ProviderConfig | undefined {
     }
   }
 
-  const scopes = parseScope(
-    c,
-    'PROVIDER_SCOPE',
-    c.read('PROVIDER_SCOPE') ?? DEFAULT_PROVIDER_SCOPE,
-  );
+  const scopes = parseScope(c, 'PROVIDER_SCOPE', c.read('PROVIDER_SCOPE') ?? DEFAULT_PROVIDER_SCOPE);
   if (scopes && !scopes.includes('openid')) {
     c.report('PROVIDER_SCOPE', 'must include openid');
     valid = false;
@@ -545,9 +502,7 @@ function parseJwks(c: Collector, raw: string): JSONWebKeySet | undefined {
     canSign ||= isSigningKey(key);
   });
   if (valid && !canSign) {
-    report(
-      'has no signing key: at least one RSA, EC P-256 or OKP Ed25519 key not marked "use":"enc"',
-    );
+    report('has no signing key: at least one RSA, EC P-256 or OKP Ed25519 key not marked "use":"enc"');
     valid = false;
   }
   return valid ? { keys: parsed.keys as JWK[] } : undefined;
@@ -555,8 +510,7 @@ function parseJwks(c: Collector, raw: string): JSONWebKeySet | undefined {
 
 function isSigningKey(key: Record<string, unknown>): boolean {
   if (key.use === 'enc') return false;
-  if (typeof key.alg === 'string' && !/^((RS|PS|ES)(256|384|512)|EdDSA|Ed25519)$/.test(key.alg))
-    return false;
+  if (typeof key.alg === 'string' && !/^((RS|PS|ES)(256|384|512)|EdDSA|Ed25519)$/.test(key.alg)) return false;
   if (key.kty === 'RSA') return true;
   if (key.kty === 'EC') return key.crv === 'P-256';
   return key.crv === 'Ed25519';
@@ -573,15 +527,10 @@ function readIdentity(c: Collector, localInsecure: boolean): IdentityConfig | un
   const anySet = [rawUrl, rawFile, clientId, clientSecret, rawScope].some((v) => v !== undefined);
   if (!anySet) {
     if (c.production) {
-      c.report(
-        'IDENTITY_SERVER_URL',
-        'is required in production (or IDENTITY_SERVER_METADATA_FILE)',
-      );
+      c.report('IDENTITY_SERVER_URL', 'is required in production (or IDENTITY_SERVER_METADATA_FILE)');
       c.report('IDENTITY_CLIENT_ID', 'is required in production');
     } else {
-      c.warn(
-        'no IDENTITY_* variables: using the embedded development identity provider instead of a real login',
-      );
+      c.warn('no IDENTITY_* variables: using the embedded development identity provider instead of a real login');
     }
     return undefined;
   }
@@ -590,10 +539,7 @@ function readIdentity(c: Collector, localInsecure: boolean): IdentityConfig | un
   // quietly turn into the development identity provider.
   let valid = true;
   if (rawUrl !== undefined && rawFile !== undefined) {
-    c.report(
-      'IDENTITY_SERVER_METADATA_FILE',
-      'is set together with IDENTITY_SERVER_URL: set exactly one of them',
-    );
+    c.report('IDENTITY_SERVER_METADATA_FILE', 'is set together with IDENTITY_SERVER_URL: set exactly one of them');
     valid = false;
   }
   if (rawUrl === undefined && rawFile === undefined) {
@@ -612,10 +558,7 @@ function readIdentity(c: Collector, localInsecure: boolean): IdentityConfig | un
   if (rawUrl !== undefined) {
     serverUrl = parseHttpUrl(c, 'IDENTITY_SERVER_URL', rawUrl);
     if (serverUrl && !isSecureUpstream(serverUrl, localInsecure)) {
-      c.report(
-        'IDENTITY_SERVER_URL',
-        'must use https (plain http only for a loopback host with LOCAL_INSECURE=true)',
-      );
+      c.report('IDENTITY_SERVER_URL', 'must use https (plain http only for a loopback host with LOCAL_INSECURE=true)');
       serverUrl = undefined;
     }
     valid &&= serverUrl !== undefined;
@@ -658,9 +601,7 @@ function checkMetadataFile(c: Collector, path: string, localInsecure: boolean): 
       valid = false;
     } else if (!isSecureUpstream(url, localInsecure)) {
       // R24: the same rule as IDENTITY_SERVER_URL; the token endpoint receives the client secret.
-      report(
-        `${path}: "${field}" must use https (plain http only for a loopback host with LOCAL_INSECURE=true)`,
-      );
+      report(`${path}: "${field}" must use https (plain http only for a loopback host with LOCAL_INSECURE=true)`);
       valid = false;
     }
   }
@@ -675,10 +616,7 @@ function readProxy(c: Collector): ProxyConfig | undefined {
   if (rawMax !== undefined) {
     const parsed = parseInteger(rawMax);
     if (parsed === undefined || parsed < MIN_MAX_BODY_BYTES) {
-      c.report(
-        'MCP_PROXY_MAX_BODY_BYTES',
-        `must be an integer of at least ${MIN_MAX_BODY_BYTES} (bytes)`,
-      );
+      c.report('MCP_PROXY_MAX_BODY_BYTES', `must be an integer of at least ${MIN_MAX_BODY_BYTES} (bytes)`);
       valid = false;
     } else {
       maxBodyBytes = parsed;
@@ -710,8 +648,7 @@ function readProxy(c: Collector): ProxyConfig | undefined {
 function parseOrigin(entry: string): string | undefined {
   const url = tryUrl(entry);
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) return undefined;
-  if (url.username || url.password || url.search || url.hash || url.pathname !== '/')
-    return undefined;
+  if (url.username || url.password || url.search || url.hash || url.pathname !== '/') return undefined;
   if (/[?#]/.test(entry)) return undefined;
   return url.origin;
 }

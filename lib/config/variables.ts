@@ -87,16 +87,14 @@ export const VARIABLES: readonly VariableDoc[] = [
     name: 'MCP_SERVER_RUN_ENV_JSON',
     production: 'no',
     development: '`{}`',
-    meaning:
-      'Extra environment variables of the MCP server process, a JSON object of string values.',
+    meaning: 'Extra environment variables of the MCP server process, a JSON object of string values.',
     example: '{"PORT":"8080"}',
   },
   {
     name: 'MCP_AUTH_PROXY_REDIS_URL',
     production: 'yes (or `REDIS_URL`)',
     development: 'in-memory store, lost at restart',
-    meaning:
-      'Redis holding clients, grants, sessions and encrypted upstream tokens; `redis://` or `rediss://`.',
+    meaning: 'Redis holding clients, grants, sessions and encrypted upstream tokens; `redis://` or `rediss://`.',
     example: 'rediss://:password@redis.example.com:6380',
   },
   {
@@ -134,8 +132,7 @@ export const VARIABLES: readonly VariableDoc[] = [
     name: 'OIDC_PROVIDER_VIEWS_PATH',
     production: 'no',
     development: 'built-in views',
-    meaning:
-      'Absolute path of a directory whose templates replace the built-in views, file by file.',
+    meaning: 'Absolute path of a directory whose templates replace the built-in views, file by file.',
     example: '/app/views',
   },
   {
@@ -202,8 +199,7 @@ export const VARIABLES: readonly VariableDoc[] = [
     name: 'MCP_PROXY_ALLOWED_ORIGINS',
     production: 'no',
     development: 'only the proxy’s own origin',
-    meaning:
-      'Extra browser origins allowed to call the MCP endpoint, comma separated, each `scheme://host[:port]`.',
+    meaning: 'Extra browser origins allowed to call the MCP endpoint, comma separated, each `scheme://host[:port]`.',
     example: 'https://app.example.com,http://localhost:5173',
   },
   {

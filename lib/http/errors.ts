@@ -36,7 +36,13 @@ interface ClientBodyError {
 
 function isClientBodyError(error: unknown): error is ClientBodyError {
   const candidate = error as Partial<ClientBodyError> | null;
-  return !!candidate && candidate.expose === true && typeof candidate.status === 'number' && candidate.status >= 400 && candidate.status < 500;
+  return (
+    !!candidate &&
+    candidate.expose === true &&
+    typeof candidate.status === 'number' &&
+    candidate.status >= 400 &&
+    candidate.status < 500
+  );
 }
 
 /**
@@ -58,14 +64,19 @@ export function errorHandler(views: Views): ErrorRequestHandler {
         res.status(error.status).set('Cache-Control', 'no-store').json({ error: code, error_description: description });
         return;
       }
-      void sendErrorPage(views, res, new PageError(error.status, 'Request not accepted', `The ${description}.`, 'invalid_request'));
+      void sendErrorPage(
+        views,
+        res,
+        new PageError(error.status, 'Request not accepted', `The ${description}.`, 'invalid_request'),
+      );
       return;
     }
     const page =
       error instanceof PageError
         ? error
         : new PageError(500, 'Something went wrong', 'An unexpected error occurred. Please try again.');
-    if (!(error instanceof PageError)) log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
+    if (!(error instanceof PageError))
+      log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
     sendErrorPage(views, res, page).catch(() => res.status(page.status).end());
   };
 }

@@ -69,7 +69,11 @@ async function loadConfiguration(config: IdentityConfig): Promise<oidc.Configura
     try {
       metadata = JSON.parse(await readFile(config.metadataFile, 'utf8')) as oidc.ServerMetadata;
     } catch (cause) {
-      throw new IdentityError('IDENTITY_UNREACHABLE', `IDENTITY_SERVER_METADATA_FILE ${config.metadataFile} could not be read as JSON`, { cause });
+      throw new IdentityError(
+        'IDENTITY_UNREACHABLE',
+        `IDENTITY_SERVER_METADATA_FILE ${config.metadataFile} could not be read as JSON`,
+        { cause },
+      );
     }
     return new oidc.Configuration(metadata, config.clientId, secret, auth);
   }
@@ -81,7 +85,11 @@ async function loadConfiguration(config: IdentityConfig): Promise<oidc.Configura
     });
   } catch (cause) {
     const reason = cause instanceof Error ? cause.message : String(cause);
-    throw new IdentityError('IDENTITY_UNREACHABLE', `identity provider at ${server.href} could not be discovered: ${reason}`, { cause });
+    throw new IdentityError(
+      'IDENTITY_UNREACHABLE',
+      `identity provider at ${server.href} could not be discovered: ${reason}`,
+      { cause },
+    );
   }
 }
 
@@ -107,7 +115,9 @@ function classify(error: unknown, action: string): IdentityError {
     if (error.error === 'invalid_grant') {
       return new IdentityError('IDENTITY_GRANT_INVALID', `upstream ${action} answered invalid_grant`, { cause: error });
     }
-    return new IdentityError('IDENTITY_TRANSIENT', `upstream ${action} failed with ${error.status} ${error.error}`, { cause: error });
+    return new IdentityError('IDENTITY_TRANSIENT', `upstream ${action} failed with ${error.status} ${error.error}`, {
+      cause: error,
+    });
   }
   const status = (error as { cause?: { status?: number } })?.cause?.status;
   const detail = status ? `HTTP ${status}` : error instanceof Error ? error.message : String(error);
@@ -125,12 +135,18 @@ export function accountIdFromTokenResponse(tokens: Record<string, unknown>): str
   return undefined;
 }
 
-export async function createIdentityClient(config: IdentityConfig, options: IdentityClientOptions): Promise<IdentityClient> {
+export async function createIdentityClient(
+  config: IdentityConfig,
+  options: IdentityClientOptions,
+): Promise<IdentityClient> {
   const configuration = await loadConfiguration(config);
   const metadata = configuration.serverMetadata();
   const endpoint = metadata.authorization_endpoint;
   if (!endpoint || !metadata.token_endpoint) {
-    throw new IdentityError('IDENTITY_UNREACHABLE', `identity provider ${metadata.issuer} has no authorization_endpoint or token_endpoint`);
+    throw new IdentityError(
+      'IDENTITY_UNREACHABLE',
+      `identity provider ${metadata.issuer} has no authorization_endpoint or token_endpoint`,
+    );
   }
   const insecure = [endpoint, metadata.token_endpoint, metadata.userinfo_endpoint]
     .filter((url): url is string => !!url)
@@ -177,7 +193,9 @@ export async function createIdentityClient(config: IdentityConfig, options: Iden
         });
       } catch (error) {
         if (error instanceof oidc.AuthorizationResponseError) {
-          throw new IdentityError('IDENTITY_REJECTED', `the identity provider refused the login: ${error.error}`, { cause: error });
+          throw new IdentityError('IDENTITY_REJECTED', `the identity provider refused the login: ${error.error}`, {
+            cause: error,
+          });
         }
         const classified = classify(error, 'code exchange');
         throw classified.code === 'IDENTITY_TRANSIENT'
@@ -204,7 +222,10 @@ export async function createIdentityClient(config: IdentityConfig, options: Iden
     },
     async refresh(refreshToken) {
       try {
-        return toCredentials(await oidc.refreshTokenGrant(configuration, refreshToken), { accessToken: '', refreshToken });
+        return toCredentials(await oidc.refreshTokenGrant(configuration, refreshToken), {
+          accessToken: '',
+          refreshToken,
+        });
       } catch (error) {
         throw classify(error, 'refresh');
       }

@@ -64,7 +64,12 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const sent = Buffer.from(typeof req.body?.csrf === 'string' ? req.body.csrf : '');
     const expected = Buffer.from(csrfFor(uid));
     if (sent.length !== expected.length || !timingSafeEqual(sent, expected)) {
-      throw new PageError(403, 'Request not accepted', 'This form was not submitted from the login page. Start the login again from your application.', 'csrf_mismatch');
+      throw new PageError(
+        403,
+        'Request not accepted',
+        'This form was not submitted from the login page. Start the login again from your application.',
+        'csrf_mismatch',
+      );
     }
   };
 
@@ -101,16 +106,31 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   router.get(CALLBACK_PATH, async (req, res) => {
     const state = typeof req.query.state === 'string' ? req.query.state : '';
     if (!state) {
-      throw new PageError(400, 'Login not accepted', 'The identity provider sent no state parameter, so this login cannot be trusted.', 'state_missing');
+      throw new PageError(
+        400,
+        'Login not accepted',
+        'The identity provider sent no state parameter, so this login cannot be trusted.',
+        'state_missing',
+      );
     }
     const raw = await store.take(pendingLoginKey(state));
     if (!raw) {
-      throw new PageError(400, 'Login not accepted', 'This login is unknown, expired or was already used. Start the login again from your application.', 'state_mismatch');
+      throw new PageError(
+        400,
+        'Login not accepted',
+        'This login is unknown, expired or was already used. Start the login again from your application.',
+        'state_mismatch',
+      );
     }
     const pending = JSON.parse(raw) as PendingLogin;
     const interaction = await provider.Interaction.find(pending.uid);
     if (!interaction) {
-      throw new PageError(400, 'Login expired', 'This login took too long. Start the login again from your application.', 'interaction_not_found');
+      throw new PageError(
+        400,
+        'Login expired',
+        'This login took too long. Start the login again from your application.',
+        'interaction_not_found',
+      );
     }
     const finish = async (result: Record<string, unknown>) => {
       interaction.result = result;
@@ -132,14 +152,32 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       login = await identity.exchange(new URL(req.originalUrl, config.baseUrl), { state, codeVerifier, nonce });
     } catch (error) {
       const code = error instanceof IdentityError ? error.code : 'IDENTITY_REJECTED';
-      log.warn('upstream login failed', { error_code: code, error: error instanceof Error ? error.message : String(error) });
+      log.warn('upstream login failed', {
+        error_code: code,
+        error: error instanceof Error ? error.message : String(error),
+      });
       if (code === 'IDENTITY_NO_ACCOUNT_ID') {
-        throw new PageError(502, 'Login failed', 'The identity provider did not say who you are, so you cannot be logged in.', 'no_account_id');
+        throw new PageError(
+          502,
+          'Login failed',
+          'The identity provider did not say who you are, so you cannot be logged in.',
+          'no_account_id',
+        );
       }
       if (code === 'IDENTITY_TRANSIENT') {
-        throw new PageError(502, 'Identity provider unavailable', 'The identity provider could not be reached. Please try again shortly.', 'upstream_unavailable');
+        throw new PageError(
+          502,
+          'Identity provider unavailable',
+          'The identity provider could not be reached. Please try again shortly.',
+          'upstream_unavailable',
+        );
       }
-      throw new PageError(400, 'Login failed', 'The identity provider did not accept this login. Start the login again from your application.', 'upstream_rejected');
+      throw new PageError(
+        400,
+        'Login failed',
+        'The identity provider did not accept this login. Start the login again from your application.',
+        'upstream_rejected',
+      );
     }
 
     const clientId = String(interaction.params.client_id);
@@ -159,7 +197,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     // The user confirmed on the page before being sent upstream; only now do we know who they are.
     await consents.record(login.accountId, clientId, redirectUri);
 
-    const requested = String(interaction.params.scope ?? '').split(' ').filter(Boolean);
+    const requested = String(interaction.params.scope ?? '')
+      .split(' ')
+      .filter(Boolean);
     const offered = new Set(config.provider.scopes);
     const forResource = new Set(resourceScopes(config));
     // R22: the upstream credentials belong to this grant — this user at this client — and to
@@ -197,12 +237,20 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   router.get('/interaction/:uid', async (req, res) => {
     const interaction = await details(req, res);
     const client = await provider.Client.find(String(interaction.params.client_id));
-    if (!client) throw new PageError(400, 'Unknown application', 'The application that sent you here is not registered.', 'invalid_client');
+    if (!client)
+      throw new PageError(
+        400,
+        'Unknown application',
+        'The application that sent you here is not registered.',
+        'invalid_client',
+      );
     // R19: the page is skipped only for a browser whose session already belongs to an account
     // that consented to this client sending its login to this very redirect URI. A new browser,
     // a new client, a new redirect URI and `prompt=consent` all see it.
     const accountId = interaction.session?.accountId;
-    const promptConsent = String(interaction.params.prompt ?? '').split(' ').includes('consent');
+    const promptConsent = String(interaction.params.prompt ?? '')
+      .split(' ')
+      .includes('consent');
     if (
       accountId !== undefined &&
       !promptConsent &&

@@ -76,9 +76,7 @@ export function createMemoryStore(): Store {
 
   function getRecord(key: string): MemoryRecord | undefined {
     const value = live(key)?.value;
-    return value !== undefined && typeof value === 'object' && !(value instanceof Set)
-      ? value
-      : undefined;
+    return value !== undefined && typeof value === 'object' && !(value instanceof Set) ? value : undefined;
   }
 
   function getSet(key: string): Set<string> | undefined {
@@ -116,15 +114,11 @@ export function createMemoryStore(): Store {
       const encoded = encodePayload(id, payload);
       const key = recordKey(this.model, id);
       const h = idHashOf(key);
-      const grant =
-        GRANTABLE.has(this.model) && payload.grantId ? grantSetKey(payload.grantId) : undefined;
+      const grant = GRANTABLE.has(this.model) && payload.grantId ? grantSetKey(payload.grantId) : undefined;
       const indexes = new Map<string, string>();
       if (this.model === 'Session' && payload.uid) indexes.set(uidIndexKey(payload.uid), h);
       if (payload.userCode) {
-        indexes.set(
-          userCodeIndexKey(payload.userCode),
-          `${h}.${sealForUserCode(payload.userCode, id)}`,
-        );
+        indexes.set(userCodeIndexKey(payload.userCode), `${h}.${sealForUserCode(payload.userCode, id)}`);
       }
 
       unlink(key);

@@ -5,12 +5,7 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 
 import type { RedisConfig } from '../config/types.ts';
 import { log, redactUrl } from '../telemetry/log.ts';
-import {
-  StoreUnavailableError,
-  type AdapterFactory,
-  type Store,
-  type Subscription,
-} from './types.ts';
+import { StoreUnavailableError, type AdapterFactory, type Store, type Subscription } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Key layout of oidc-provider's models, shared with memory.ts so both stores agree byte for byte.
@@ -83,10 +78,7 @@ export interface StoredRecord {
   consumed: number | undefined;
 }
 
-export function encodePayload(
-  id: string,
-  payload: AdapterPayload,
-): { payload: string; jti: boolean } {
+export function encodePayload(id: string, payload: AdapterPayload): { payload: string; jti: boolean } {
   const copy: AdapterPayload = { ...payload };
   const stripJti = copy.jti === id;
   if (stripJti) delete copy.jti;
@@ -94,10 +86,7 @@ export function encodePayload(
   return { payload: JSON.stringify(copy), jti: stripJti };
 }
 
-export function decodeRecord(
-  record: StoredRecord,
-  restore: { jti?: string; userCode?: string },
-): AdapterPayload {
+export function decodeRecord(record: StoredRecord, restore: { jti?: string; userCode?: string }): AdapterPayload {
   const payload = JSON.parse(record.payload) as AdapterPayload;
   if (record.jti && restore.jti !== undefined) payload.jti = restore.jti;
   if (restore.userCode !== undefined) payload.userCode = restore.userCode;
@@ -219,9 +208,9 @@ type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;
 function defineScript(client: Redis, name: string, lua: string): Script {
   // defineCommand sends EVALSHA and falls back to EVAL after a restart flushed the script cache.
   client.defineCommand(name, { lua });
-  const command = (
-    client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>
-  )[name]!.bind(client);
+  const command = (client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>)[name]!.bind(
+    client,
+  );
   return (keys, args) => command(keys.length, ...keys, ...args);
 }
 
@@ -236,8 +225,7 @@ function describe(error: unknown): string {
     // with an empty message.
     return error.errors.map(describe).join('; ');
   }
-  if (error instanceof Error)
-    return error.message || (error as NodeJS.ErrnoException).code || error.name;
+  if (error instanceof Error) return error.message || (error as NodeJS.ErrnoException).code || error.name;
   return String(error);
 }
 
@@ -255,9 +243,7 @@ export function createRedisStore(config: RedisConfig): Store {
     maxRetriesPerRequest: 2,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
     // Heroku Key-Value Store serves rediss:// with a self-signed certificate.
-    ...(config.url.startsWith('rediss:')
-      ? { tls: { rejectUnauthorized: config.tlsRejectUnauthorized } }
-      : {}),
+    ...(config.url.startsWith('rediss:') ? { tls: { rejectUnauthorized: config.tlsRejectUnauthorized } } : {}),
   });
 
   let lastConnectionError: unknown;
@@ -353,8 +339,7 @@ export function createRedisStore(config: RedisConfig): Store {
       const encoded = encodePayload(id, payload);
       const record = recordKey(this.model, id);
       const h = idHashOf(record);
-      const grant =
-        GRANTABLE.has(this.model) && payload.grantId ? grantSetKey(payload.grantId) : undefined;
+      const grant = GRANTABLE.has(this.model) && payload.grantId ? grantSetKey(payload.grantId) : undefined;
       const indexKeys: string[] = [];
       const indexValues: string[] = [];
       if (this.model === 'Session' && payload.uid) {
@@ -367,13 +352,7 @@ export function createRedisStore(config: RedisConfig): Store {
       }
       await upsertScript(
         [k(record), ...(grant ? [k(grant)] : []), ...indexKeys],
-        [
-          encoded.payload,
-          encoded.jti ? '1' : '0',
-          expiresIn ?? 0,
-          grant ? '1' : '0',
-          ...indexValues,
-        ],
+        [encoded.payload, encoded.jti ? '1' : '0', expiresIn ?? 0, grant ? '1' : '0', ...indexValues],
       );
     }
 

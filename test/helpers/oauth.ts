@@ -80,7 +80,9 @@ export interface CodeFlowOptions {
 }
 
 /** One authorization code flow with PKCE S256, as a client does it; returns the redirect and tokens. */
-export async function codeFlow(options: CodeFlowOptions): Promise<{ redirect: URL; token: Awaited<ReturnType<typeof tokenRequest>> }> {
+export async function codeFlow(
+  options: CodeFlowOptions,
+): Promise<{ redirect: URL; token: Awaited<ReturnType<typeof tokenRequest>> }> {
   const { verifier, challenge } = pkce();
   const url = authorizationUrl(options.baseUrl, options.clientId, options.redirectUri, challenge, {
     scope: options.scope,
@@ -106,7 +108,11 @@ export async function codeFlow(options: CodeFlowOptions): Promise<{ redirect: UR
 }
 
 /** A JSON-RPC `initialize` through `/mcp` with this access token; returns the HTTP status. */
-export async function mcpInitialize(mcpUrl: string, accessToken: string, headers: Record<string, string> = {}): Promise<Response> {
+export async function mcpInitialize(
+  mcpUrl: string,
+  accessToken: string,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   return fetch(mcpUrl, {
     method: 'POST',
     headers: {

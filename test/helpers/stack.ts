@@ -5,7 +5,11 @@ import { createServer, type AddressInfo } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import type {
+  OAuthClientInformationMixed,
+  OAuthClientMetadata,
+  OAuthTokens,
+} from '@modelcontextprotocol/sdk/shared/auth.js';
 import { Redis } from 'ioredis';
 import { ephemeralJwks } from '../../lib/auth-server/keys.ts';
 import { createExampleMcpServer, type ExampleMcpServerApp } from '../../lib/dev/example-mcp-server.ts';
@@ -38,7 +42,9 @@ export interface StackOptions {
   /** Default true: the real Redis from .env-test. false: the in-memory store. */
   redis?: boolean;
   /** Extra or overriding variables; a function sees the started IdP (e.g. to write a metadata file). */
-  env?: NodeJS.ProcessEnv | ((parts: { idp: DevIdentityProvider; baseUrl: string }) => NodeJS.ProcessEnv | Promise<NodeJS.ProcessEnv>);
+  env?:
+    | NodeJS.ProcessEnv
+    | ((parts: { idp: DevIdentityProvider; baseUrl: string }) => NodeJS.ProcessEnv | Promise<NodeJS.ProcessEnv>);
   /** Default true: the example MCP server accepts only tokens the IdP's userinfo endpoint accepts. */
   checkUpstreamTokens?: boolean;
   /** Options of the development identity provider, e.g. a shorter token lifetime. */
@@ -133,13 +139,15 @@ export async function authorizeInBrowser(
   const stopAt = (url: string) => url.startsWith(redirectUri);
   let page = await browser.follow(authorizationUrl, { stopAt });
   if (page.location && stopAt(page.location)) return new URL(page.location);
-  if (!page.body.includes('Confirm login')) throw new Error(`expected the consent page, got ${page.status} at ${page.url}`);
+  if (!page.body.includes('Confirm login'))
+    throw new Error(`expected the consent page, got ${page.status} at ${page.url}`);
   const consentForm = options.decision === 'cancel' ? 1 : 0;
   page = await browser.submitForm(page.body, page.url, {}, { form: consentForm, stopAt });
   if (page.location && stopAt(page.location)) return new URL(page.location);
   // Upstream login form of the development identity provider.
   page = await browser.submitForm(page.body, page.url, { login: options.user ?? 'alice' }, { stopAt });
-  if (!page.location || !stopAt(page.location)) throw new Error(`login did not come back to the client: ${page.status} at ${page.url}`);
+  if (!page.location || !stopAt(page.location))
+    throw new Error(`login did not come back to the client: ${page.status} at ${page.url}`);
   return new URL(page.location);
 }
 
