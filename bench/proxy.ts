@@ -232,31 +232,50 @@ async function main(): Promise<void> {
     const mcpPid = childPids(proxy.pid!)[0];
     // CPU per request of each process, so the ratios can be read against the machine: on a
     // 2-core machine the proxy path runs three busy processes where the direct path runs two.
-    const timed = async (target: Target, session: string, connections: number) => {
-      const before = { proxy: cpuMs(proxy.pid!), mcp: mcpPid ? cpuMs(mcpPid) : NaN, load: process.cpuUsage() };
-      const result = summarize(await measure(target, session, connections, SECONDS));
-      const load = process.cpuUsage(before.load);
-      const perRequest = (ms: number) => ((ms * 1000) / Math.max(1, result.rps * SECONDS)).toFixed(0);
-      return {
-        ...result,
-        cpu: {
-          proxy: perRequest(cpuMs(proxy.pid!) - before.proxy),
-          mcp: mcpPid ? perRequest(cpuMs(mcpPid) - before.mcp) : '?',
-          load: perRequest((load.user + load.system) / 1000),
-        },
-      };
+    // The machine is shared and noisy: direct and proxy are measured in short alternating slices,
+    // so a burst of outside load lands on both sides alike instead of on one whole measurement.
+    const SLICES = Math.max(2, Math.round(SECONDS / 0.5));
+    const interleaved = async (connections: number) => {
+      const totals = [0, 1].map(() => ({
+        result: { requests: 0, errors: 0, seconds: 0, latenciesMs: [] as number[] },
+        proxy: 0,
+        mcp: 0,
+        load: 0,
+      }));
+      for (let slice = 0; slice < SLICES; slice++) {
+        for (const i of slice % 2 === 0 ? [0, 1] : [1, 0]) {
+          const before = { proxy: cpuMs(proxy.pid!), mcp: mcpPid ? cpuMs(mcpPid) : NaN, load: process.cpuUsage() };
+          const result = await measure(targets[i]!, sessions[i]!, connections, SECONDS / SLICES);
+          const load = process.cpuUsage(before.load);
+          const total = totals[i]!;
+          total.result.requests += result.requests;
+          total.result.errors += result.errors;
+          total.result.seconds += result.seconds;
+          total.result.latenciesMs.push(...result.latenciesMs);
+          total.proxy += cpuMs(proxy.pid!) - before.proxy;
+          total.mcp += mcpPid ? cpuMs(mcpPid) - before.mcp : NaN;
+          total.load += (load.user + load.system) / 1000;
+        }
+      }
+      const [direct, viaProxy] = totals.map((total) => {
+        const summary = summarize(total.result);
+        const perRequest = (ms: number) =>
+          Number.isNaN(ms) ? '?' : ((ms * 1000) / Math.max(1, total.result.requests)).toFixed(0);
+        return {
+          ...summary,
+          cpu: { proxy: perRequest(total.proxy), mcp: perRequest(total.mcp), load: perRequest(total.load) },
+        };
+      });
+      return [direct!, viaProxy!] as const;
     };
 
-    console.log(`\n${SECONDS}s per measurement; direct and proxy alternate at each level; ${cpus().length} CPUs\n`);
+    console.log(`\n${SECONDS}s per target and level, in ${SLICES} alternating slices of each; ${cpus().length} CPUs\n`);
     console.log(
       'conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy  mcp-server  load-generator',
     );
     const rows: string[] = [];
     for (const connections of LEVELS) {
-      const [direct, viaProxy] = [
-        await timed(targets[0]!, sessions[0]!, connections),
-        await timed(targets[1]!, sessions[1]!, connections),
-      ];
+      const [direct, viaProxy] = await interleaved(connections);
       for (const [name, s] of [
         ['direct', direct],
         ['proxy', viaProxy],

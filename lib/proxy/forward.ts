@@ -198,11 +198,24 @@ export function streamBack(upstream: IncomingMessage, res: ServerResponse, head:
   // Set with setHeader underneath, so the MCP server's value of a field replaces any we set.
   res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, head.headers);
   // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
-  // owed the head now (a GET stream is "open" once its 200 arrives). A body of known length
-  // follows at once, and goes out in one packet with its head.
-  if (!head.sized) res.flushHeaders();
+  // owed the head then (a GET stream is "open" once its 200 arrives). But the head usually comes
+  // in the same packet as the first event, which is read in this same turn of the event loop:
+  // waiting for that turn to end sends both in one write instead of two.
+  if (!head.sized) {
+    setImmediate(() => {
+      if (!res.headersSent && !res.destroyed) res.flushHeaders();
+    });
+  }
   upstream.on('close', () => {
     if (!upstream.complete) res.destroy();
+  });
+  // Chunks read together (the last event and the end of the stream, typically) leave in one
+  // write: corked until the reads of this turn are done, never longer.
+  upstream.on('data', () => {
+    if (res.writableCorked === 0) {
+      res.cork();
+      process.nextTick(() => res.uncork());
+    }
   });
   upstream.pipe(res);
 }
