@@ -8,6 +8,7 @@ import {
   authorizeInBrowser,
   connectClient,
   freePort,
+  freePortPair,
   startStack,
   TestOAuthClient,
   type Stack,
@@ -373,7 +374,7 @@ describe('the web process (bin/mcp-auth-proxy.ts)', function () {
 
   it('npm start with no configuration runs everything locally and prints how to connect', async function () {
     this.timeout(60_000);
-    const port = await freePort();
+    const port = await freePortPair();
     const started = await run({ PORT: String(port) }, /inspector.*\n.*\n.*mcp-remote.*\n/);
     try {
       expect(started.code).to.equal(null);

@@ -93,7 +93,6 @@ function entryWith(credentials: Partial<UpstreamCredentials> = {}): VaultEntry {
  */
 class FakeIdentity implements IdentityClient {
   readonly issuer = 'https://idp.invalid';
-  readonly authorizationOrigin = 'https://idp.invalid';
   readonly scope = 'openid';
   readonly presented: string[] = [];
   delayMs = 0;

@@ -1,10 +1,11 @@
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Provider from 'oidc-provider';
 import { errors, type TokenEndpointGrantContext } from 'oidc-provider';
 // @ts-expect-error -- oidc-provider ships no declarations for its internals. Pinned to 9.13.3
 // (package.json); test/refresh-and-revocation.test.ts fails if this hook stops working.
 import readInternals from 'oidc-provider/lib/helpers/weak_cache.js';
+import { hashId } from '../store/hash.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 
@@ -46,10 +47,6 @@ interface ProviderInternals {
 }
 
 const WRAPPED = Symbol('refresh-grace');
-
-function hashId(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
-}
 
 /** A refresh token carries 256 random bits, so HKDF needs no stretching to make it a key. */
 function recordKey(refreshToken: string): Buffer {

@@ -37,8 +37,6 @@ export class IdentityError extends Error {
 
 export interface IdentityClient {
   readonly issuer: string;
-  /** Origin of the authorization endpoint, for the consent page. */
-  readonly authorizationOrigin: string;
   readonly scope: string;
   authorizationUrl(params: { state: string; codeVerifier: string; nonce: string }): Promise<URL>;
   /** Completes the login from the callback URL; `state` already matched by the caller. */
@@ -167,7 +165,6 @@ export async function createIdentityClient(
 
   return {
     issuer: metadata.issuer,
-    authorizationOrigin: new URL(endpoint).origin,
     scope,
     async authorizationUrl({ state, codeVerifier, nonce }) {
       const params: Record<string, string> = {

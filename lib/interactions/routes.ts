@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { Router, type Request, type Response } from 'express';
 import type Provider from 'oidc-provider';
 import { TTL, resourceScopes } from '../auth-server/provider.ts';
@@ -6,6 +6,7 @@ import type { Config } from '../config/types.ts';
 import { PageError } from '../http/errors.ts';
 import { IdentityError, type IdentityClient } from '../identity/index.ts';
 import { createConsentRegistry } from './consent.ts';
+import { hashId } from '../store/hash.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { GrantSecret, type Vault } from '../vault/index.ts';
@@ -27,7 +28,7 @@ interface PendingLogin {
 const ASK_AGAIN = 'consent';
 
 export function pendingLoginKey(state: string): string {
-  return `upstream-state:${createHash('sha256').update(state).digest('base64url')}`;
+  return `upstream-state:${hashId(state)}`;
 }
 
 export interface InteractionDeps {

@@ -24,8 +24,9 @@ export const IDENTITY_HEADERS = ['x-authorization-scope', 'x-dynamic-client-id',
  * Request headers we own and set ourselves (or drop):
  * - `authorization`: our token is replaced by the upstream one (R4: no token passthrough);
  * - `host`: the MCP server's;
- * - `forwarded`, `x-forwarded-*`: rebuilt from what we saw, so the MCP server can trust them as
- *   far as it trusts us;
+ * - `forwarded`, `x-forwarded-*`: set by us. X-Forwarded-For keeps the chain the router in front
+ *   of us reported and appends the address we saw: like any such chain, only its last entries
+ *   (ours and the router's) are facts, earlier ones are what the client claimed;
  * - `x-request-id`: ours, so one id names the request in both logs;
  * - `expect`: Node already answered `100 Continue` to the client, and the body follows anyway;
  * - `content-length`: re-added from the kept body when a request is replayed (see forward.ts);

@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Provider from 'oidc-provider';
 import { protectedResourceMetadataUrl } from '../auth-server/metadata.ts';
 import { resourceScopes } from '../auth-server/provider.ts';
 import type { Config } from '../config/types.ts';
 import { IdentityError, type UpstreamCredentials } from '../identity/index.ts';
+import { hashId } from '../store/hash.ts';
 import type { Store, Subscription } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { grantSecretOf, type GrantSecret, type Vault, type VaultEntry } from '../vault/index.ts';
@@ -124,7 +124,7 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
   provider.on('refresh_token.destroyed', (token: { grantId?: string }) => invalidate(token.grantId));
 
   const callerFor = async (token: string): Promise<Caller | undefined> => {
-    const key = createHash('sha256').update(token).digest('base64url');
+    const key = hashId(token);
     const cached = cache.caller(key);
     if (cached) return cached;
     const stamp = cache.stamp();

@@ -5,6 +5,7 @@ import type { Store } from './types.ts';
 
 export { createMemoryStore } from './memory.ts';
 export { createRedisStore } from './redis.ts';
+export { hashId } from './hash.ts';
 export { StoreUnavailableError, type AdapterFactory, type Store } from './types.ts';
 
 /**

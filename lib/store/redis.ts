@@ -1,10 +1,11 @@
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 
 import { Redis } from 'ioredis';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 
 import type { RedisConfig } from '../config/types.ts';
 import { log, redactUrl } from '../telemetry/log.ts';
+import { hashId } from './hash.ts';
 import { StoreUnavailableError, type AdapterFactory, type Store, type Subscription } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -12,14 +13,7 @@ import { StoreUnavailableError, type AdapterFactory, type Store, type Subscripti
 // Written down in lib/store/README.md.
 // ---------------------------------------------------------------------------------------------
 
-/**
- * The id of an opaque access token, refresh token, authorization code or device code IS the
- * bearer secret. Keys and index values carry only its SHA-256, so a dump, a `MONITOR` session or a
- * leaked backup yields no usable token; a lookup hashes the presented value the same way.
- */
-export function hashId(id: string): string {
-  return createHash('sha256').update(id).digest('base64url');
-}
+export { hashId };
 
 export const recordKey = (model: string, id: string): string => `oidc:${model}:${hashId(id)}`;
 export const uidIndexKey = (uid: string): string => `oidc:uid:${hashId(uid)}`;

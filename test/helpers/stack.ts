@@ -26,6 +26,22 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** A port whose next port is free too (development mode puts the example MCP server there). */
+export async function freePortPair(): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    const server = createServer();
+    const next = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port + 1, '127.0.0.1', () => resolve(true));
+    });
+    if (next) {
+      await new Promise((resolve) => server.close(resolve));
+      return port;
+    }
+  }
+}
+
 export interface Stack {
   baseUrl: string;
   mcpUrl: string;
