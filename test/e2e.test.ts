@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { createBrowser } from './helpers/browser.ts';
@@ -247,6 +250,29 @@ describe('registration of native clients', function () {
     expect(prm.scopes_supported).to.not.include('offline_access');
     expect(asBody).to.deep.equal(oidc);
     expect(asBody.code_challenge_methods_supported).to.deep.equal(['S256']);
+  });
+});
+
+describe('OIDC_PROVIDER_VIEWS_PATH', function () {
+  it('replaces views file by file: a custom layout around the built-in consent page', async function () {
+    const dir = mkdtempSync(join(tmpdir(), 'views-'));
+    writeFileSync(
+      join(dir, '_layout.ejs'),
+      '<!doctype html><html><head><title><%= title %></title></head><body class="acme-brand"><%- body %></body></html>',
+    );
+    const stack = await startStack({ redis: false, env: { OIDC_PROVIDER_VIEWS_PATH: dir } });
+    try {
+      const oauth = new TestOAuthClient();
+      const reg = await register(stack.baseUrl, oauth.clientMetadata);
+      const { client_id } = (await reg.json()) as { client_id: string };
+      const page = await createBrowser().follow(authorizationUrl(stack.baseUrl, client_id, oauth.redirectUrl));
+      expect(page.status).to.equal(200);
+      expect(page.body).to.contain('class="acme-brand"');
+      expect(page.body).to.contain('Confirm login');
+      expect(page.headers.get('content-security-policy')).to.contain("frame-ancestors 'none'");
+    } finally {
+      await stack.close();
+    }
   });
 });
 
