@@ -115,7 +115,11 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
   );
   app.all([config.mcp.path, `${config.mcp.path}/*rest`], proxy);
   app.use(
-    clientPolicies({ registration: '/reg', authorization: '/auth', token: '/token' }, resourceScopes(config).join(' ')),
+    clientPolicies(
+      { registration: '/reg', authorization: '/auth', token: '/token' },
+      resourceScopes(config).join(' '),
+      config.mcp.resourceUrl,
+    ),
   );
   app.use(
     grantSecretContext({

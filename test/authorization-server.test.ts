@@ -211,6 +211,29 @@ describe('authorization server', function () {
       }
     });
 
+    it('refresh requests honour resource too: ours (loosely spelled) passes, another is invalid_target', async function () {
+      const { token } = await codeFlow({
+        baseUrl: stack.baseUrl,
+        clientId: nativeClient,
+        redirectUri: 'http://127.0.0.1:5559/cb',
+        scope: 'openid',
+      });
+      const refresh = (refreshToken: string, resource: string) =>
+        tokenRequest(stack.baseUrl, {
+          grant_type: 'refresh_token',
+          refresh_token: refreshToken,
+          client_id: nativeClient,
+          resource,
+        });
+      // Refused before oidc-provider rotates anything: the refresh token still works afterwards.
+      const other = await refresh(token.body.refresh_token!, 'https://evil.example/mcp');
+      expect(other.status).to.equal(400);
+      expect(other.body.error).to.equal('invalid_target');
+      const ours = await refresh(token.body.refresh_token!, `${stack.mcpUrl}/`);
+      expect(ours.status, JSON.stringify(ours.body)).to.equal(200);
+      expect((await mcpInitialize(stack.mcpUrl, ours.body.access_token)).status).to.equal(200);
+    });
+
     it('R3: a token issued for another resource sharing our store is refused on /mcp', async function () {
       const other = await startStack({
         env: { MCP_AUTH_PROXY_REDIS_KEY_PREFIX: stack.env.MCP_AUTH_PROXY_REDIS_KEY_PREFIX },

@@ -59,6 +59,7 @@ function rewriteAuthorizationQuery(req: Request, defaultScope: string): void {
 export function clientPolicies(
   paths: { registration: string; authorization: string; token: string },
   defaultScope: string,
+  resourceUrl: string,
 ): Router {
   const router = Router();
   const json = express.json({ limit: '32kb', type: 'application/json' });
@@ -73,9 +74,20 @@ export function clientPolicies(
   };
   router.post(paths.registration, json, registration);
 
-  const resourceInBody: RequestHandler = (req, _res, next) => {
+  // At the token endpoint a foreign `resource` is refused here, before oidc-provider: it rotates a
+  // refresh token before it looks at `resource`, so a refresh asking for another resource would
+  // spend the client's refresh token on an error (and a retry would then look like token reuse).
+  const resourceInBody: RequestHandler = (req, res, next) => {
     if (req.body && typeof req.body === 'object' && 'resource' in req.body) {
-      req.body.resource = normalizeResourceValues(req.body.resource);
+      const resources = normalizeResourceValues(req.body.resource);
+      if ([resources].flat().some((value) => value !== resourceUrl)) {
+        res
+          .status(400)
+          .set('Cache-Control', 'no-store')
+          .json({ error: 'invalid_target', error_description: `resource must be ${resourceUrl}` });
+        return;
+      }
+      req.body.resource = resources;
     }
     next();
   };
