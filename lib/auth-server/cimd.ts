@@ -4,6 +4,7 @@ import { errors, type Configuration } from 'oidc-provider';
 import type { Config } from '../config/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { effectiveApplicationType } from './client-policy.ts';
+import { isLoopbackHost } from '../http/loopback.ts';
 
 /**
  * Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, SPEC R11) and the
@@ -197,10 +198,6 @@ function bundledAgent(): AgentConstructor {
     throw new Error('cannot find the undici Agent behind fetch: outbound fetches could not be address-checked');
   }
   return constructor as AgentConstructor;
-}
-
-function isLoopbackHost(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
 }
 
 /** Responses that may not carry a body (Fetch standard), so cannot be rebuilt with one. */

@@ -1,7 +1,6 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
 import { normalizeResource } from './resource.ts';
-
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+import { LOOPBACK_REDIRECT_HOSTS } from '../http/loopback.ts';
 
 /** Private-use URI scheme (RFC 8252 §7.1): `cursor://…`, `vscode://…`, `com.example.app:/…`. */
 function isPrivateUse(url: URL): boolean {
@@ -9,7 +8,7 @@ function isPrivateUse(url: URL): boolean {
 }
 
 function isLoopbackHttp(url: URL): boolean {
-  return url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
+  return url.protocol === 'http:' && LOOPBACK_REDIRECT_HOSTS.has(url.hostname);
 }
 
 /**

@@ -15,6 +15,7 @@ import type {
   RedisConfig,
   TelemetryConfig,
 } from './types.ts';
+import { isLoopbackHost } from '../http/loopback.ts';
 import { exampleOf, isKnownVariable } from './variables.ts';
 
 export type * from './types.ts';
@@ -215,11 +216,11 @@ function readBaseUrl(c: Collector, port: number | undefined, localInsecure: bool
   if (url.protocol === 'http:') {
     // R18: the issuer, its endpoints and the MCP resource are only reachable over TLS in
     // production; plain http leaks authorization codes and tokens to the network.
-    if (c.production && !(isLoopback(url.hostname) && localInsecure)) {
+    if (c.production && !(isLoopbackHost(url.hostname) && localInsecure)) {
       c.report('BASE_URL', 'must use https in production');
       return undefined;
     }
-    if (!isLoopback(url.hostname)) {
+    if (!isLoopbackHost(url.hostname)) {
       c.warn(`BASE_URL is plain http on a non-loopback host (${url.host}): tokens cross the network unencrypted`);
     }
   }
@@ -295,7 +296,7 @@ function readMcp(c: Collector, port: number | undefined, baseUrl: string | undef
     c.report('MCP_SERVER_URL', 'points at the proxy’s own public URL (BASE_URL): requests would loop');
     valid = false;
   }
-  if (serverUrl.protocol === 'http:' && !isLoopback(serverUrl.hostname)) {
+  if (serverUrl.protocol === 'http:' && !isLoopbackHost(serverUrl.hostname)) {
     // Not refused: Heroku Private Spaces reach other dynos over plain http on the internal
     // network. But the upstream bearer token travels with every request.
     c.warn(
@@ -307,7 +308,7 @@ function readMcp(c: Collector, port: number | undefined, baseUrl: string | undef
 }
 
 function isSelf(url: URL, port: number): boolean {
-  const local = isLoopback(url.hostname) || url.hostname === '0.0.0.0' || url.hostname === '[::]';
+  const local = isLoopbackHost(url.hostname) || url.hostname === '0.0.0.0' || url.hostname === '[::]';
   return local && effectivePort(url) === port;
 }
 
@@ -754,11 +755,7 @@ function parseScope(c: Collector, name: string, raw: string): string[] | undefin
 }
 
 function isSecureUpstream(url: URL, localInsecure: boolean): boolean {
-  return url.protocol === 'https:' || (localInsecure && isLoopback(url.hostname));
-}
-
-function isLoopback(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
+  return url.protocol === 'https:' || (localInsecure && isLoopbackHost(url.hostname));
 }
 
 function effectivePort(url: URL): number {

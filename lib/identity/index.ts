@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import * as oidc from 'openid-client';
 import type { IdentityConfig } from '../config/types.ts';
+import { isLoopbackHost } from '../http/loopback.ts';
 
 /** Upstream credentials of one grant: what the MCP server receives as its bearer token. */
 export interface UpstreamCredentials {
@@ -51,12 +52,6 @@ export interface IdentityClientOptions {
   allowInsecure: boolean;
   /** Per-request timeout, seconds. */
   timeout?: number;
-}
-
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
-
-export function isLoopbackHost(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 
 async function loadConfiguration(config: IdentityConfig): Promise<oidc.Configuration> {

@@ -1,4 +1,5 @@
 import type { Store } from '../store/types.ts';
+import { LOOPBACK_REDIRECT_HOSTS } from '../http/loopback.ts';
 
 /**
  * Remembered consent (R19): which redirect URIs of a client a user has agreed to send their
@@ -38,8 +39,6 @@ export function consentKey(accountId: string, clientId: string): string {
   return `consent:${encodeURIComponent(accountId)}:${encodeURIComponent(clientId)}`;
 }
 
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
-
 /**
  * The redirect URI as consent sees it. Native clients listen on a random loopback port per login
  * (RFC 8252 §7.3; VS Code, Codex); oidc-provider already treats those as one registered URI, and
@@ -48,7 +47,7 @@ const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
  */
 export function consentRedirectUri(redirectUri: string): string {
   const url = URL.parse(redirectUri);
-  if (!url || url.protocol !== 'http:' || !LOOPBACK.has(url.hostname)) return redirectUri;
+  if (!url || url.protocol !== 'http:' || !LOOPBACK_REDIRECT_HOSTS.has(url.hostname)) return redirectUri;
   url.port = '';
   return url.href;
 }
