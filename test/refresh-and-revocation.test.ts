@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { REFRESH_GRACE_SECONDS } from '../lib/auth-server/refresh-grace.ts';
 import { createBrowser } from './helpers/browser.ts';
+import { mcpInitialize } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
 interface TokenBody {
@@ -114,20 +115,7 @@ describe('refresh tokens (R14), revocation (RFC 7009) and no-store (R17)', funct
   }
 
   async function mcpStatus(accessToken: string): Promise<number> {
-    const res = await fetch(stack.mcpUrl, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${accessToken}`,
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-      },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'refresh-test', version: '1' } },
-      }),
-    });
+    const res = await mcpInitialize(stack.mcpUrl, accessToken);
     await res.body?.cancel();
     return res.status;
   }

@@ -11,6 +11,7 @@ import { createVault, GrantSecret, grantSecretOf, keyId, open, vaultKeyFor, type
 import { GRANT_SECRET_COOKIE, grantSecretCookie } from '../lib/vault/token-secret.ts';
 import { createViews } from '../lib/views/index.ts';
 import { createBrowser, type Browser, type Page } from './helpers/browser.ts';
+import { mcpInitialize } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1:33418/callback';
@@ -124,20 +125,7 @@ describe('vault records open only with the server key and a live token of their 
   }
 
   async function mcp(accessToken: string): Promise<Response> {
-    const res = await fetch(stack.mcpUrl, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${accessToken}`,
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-      },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'binding-test', version: '1' } },
-      }),
-    });
+    const res = await mcpInitialize(stack.mcpUrl, accessToken);
     await res.body?.cancel();
     return res;
   }
