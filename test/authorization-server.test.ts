@@ -235,8 +235,14 @@ describe('authorization server', function () {
     });
 
     it('R3: a token issued for another resource sharing our store is refused on /mcp', async function () {
+      // Same store and keys: one deployment's token offered to another. Refused here whether by the
+      // audience or later (its upstream credentials are not ours); test/authenticate.test.ts
+      // isolates the audience check itself.
       const other = await startStack({
-        env: { MCP_AUTH_PROXY_REDIS_KEY_PREFIX: stack.env.MCP_AUTH_PROXY_REDIS_KEY_PREFIX },
+        env: {
+          MCP_AUTH_PROXY_REDIS_KEY_PREFIX: stack.env.MCP_AUTH_PROXY_REDIS_KEY_PREFIX,
+          OIDC_PROVIDER_JWKS: stack.env.OIDC_PROVIDER_JWKS,
+        },
       });
       try {
         const client = (
