@@ -10,6 +10,34 @@ import { accountIdFromTokenResponse, createIdentityClient, IdentityError } from 
 import { connectClient, startStack, TestOAuthClient, type Stack } from './helpers/stack.ts';
 import type { DevIdentityProvider } from '../lib/dev/identity-provider.ts';
 
+/**
+ * A token endpoint in front of the development IdP's, rewriting its successful answers the way
+ * a provider-specific one does (Heroku Identity adds `user_id`; some providers send no ID token).
+ */
+async function startTokenShim(
+  issuer: () => string,
+  rewrite: (body: Record<string, unknown>) => void,
+): Promise<{ server: Server; url: string }> {
+  const app = express();
+  app.post('/token', express.raw({ type: '*/*' }), async (req, res) => {
+    const upstream = await fetch(`${issuer()}/token`, {
+      method: 'POST',
+      headers: {
+        'content-type': req.get('content-type')!,
+        accept: 'application/json',
+        ...(req.get('authorization') ? { authorization: req.get('authorization')! } : {}),
+      },
+      body: req.body as Buffer,
+    });
+    const body = (await upstream.json()) as Record<string, unknown>;
+    if (upstream.ok) rewrite(body);
+    res.status(upstream.status).json(body);
+  });
+  const server = app.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
 describe('upstream identity provider client', function () {
   describe('who logged in, for providers without an ID token', function () {
     it('Heroku Identity answers with user_id', function () {
@@ -84,31 +112,21 @@ describe('upstream identity provider client', function () {
     let stack: Stack;
 
     before(async function () {
-      const app = express();
-      app.post('/token', express.raw({ type: '*/*' }), async (req, res) => {
-        const idp = (app.locals.idp as DevIdentityProvider).issuer;
-        const upstream = await fetch(`${idp}/token`, {
-          method: 'POST',
-          headers: {
-            'content-type': req.get('content-type')!,
-            accept: 'application/json',
-            ...(req.get('authorization') ? { authorization: req.get('authorization')! } : {}),
-          },
-          body: req.body as Buffer,
-        });
-        const body = (await upstream.json()) as Record<string, unknown>;
-        if (addUserId && upstream.ok) body.user_id = 'heroku-user-42';
-        res.status(upstream.status).json(body);
-      });
-      shim = app.listen(0, '127.0.0.1');
-      await once(shim, 'listening');
-      const shimUrl = `http://127.0.0.1:${(shim.address() as AddressInfo).port}`;
+      let idp: DevIdentityProvider | undefined;
+      const started = await startTokenShim(
+        () => idp!.issuer,
+        (body) => {
+          if (addUserId) body.user_id = 'heroku-user-42';
+        },
+      );
+      shim = started.server;
+      const shimUrl = started.url;
       stack = await startStack({
         redis: false,
         // Tokens asked for without `openid` are no good at userinfo, the example server's check.
         checkUpstreamTokens: false,
-        env: ({ idp }) => {
-          app.locals.idp = idp;
+        env: ({ idp: started }) => {
+          idp = started;
           const file = join(mkdtempSync(join(tmpdir(), 'idp-')), 'metadata.json');
           writeFileSync(
             file,
@@ -149,6 +167,54 @@ describe('upstream identity provider client', function () {
       const error = await connectClient(stack.mcpUrl, oauth).catch((e: Error) => e);
       expect(error).to.be.instanceOf(Error);
       expect((error as Error).message).to.contain('login did not come back to the client: 502');
+    });
+  });
+  describe('a provider with userinfo but no ID token', function () {
+    let server: Server;
+    let url: string;
+    before(async function () {
+      // A minimal OAuth server: a token endpoint that answers without an ID token (no `openid`
+      // requested) and an OIDC-style userinfo endpoint.
+      const app = express();
+      app.post('/token', express.urlencoded({ extended: false }), (req, res) => {
+        if (req.body.code !== 'the-code' || !req.body.code_verifier)
+          return void res.status(400).json({ error: 'invalid_grant' });
+        res.json({ access_token: 'at-for-uma', token_type: 'Bearer', expires_in: 3600, refresh_token: 'rt-for-uma' });
+      });
+      app.get('/userinfo', (req, res) => {
+        if (req.get('authorization') !== 'Bearer at-for-uma') return void res.status(401).end();
+        res.json({ sub: 'uma' });
+      });
+      server = app.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    });
+    after(function () {
+      server?.close();
+    });
+
+    it('learns who logged in from the userinfo endpoint', async function () {
+      const file = join(mkdtempSync(join(tmpdir(), 'idp-')), 'metadata.json');
+      writeFileSync(
+        file,
+        JSON.stringify({
+          issuer: url,
+          authorization_endpoint: `${url}/authorize`,
+          token_endpoint: `${url}/token`,
+          userinfo_endpoint: `${url}/userinfo`,
+        }),
+      );
+      const client = await createIdentityClient(
+        { serverUrl: undefined, metadataFile: file, clientId: 'c', clientSecret: 's', scope: 'profile' },
+        { redirectUri: 'http://localhost/cb', allowInsecure: true },
+      );
+      const login = await client.exchange(new URL('http://localhost/cb?code=the-code&state=st'), {
+        state: 'st',
+        codeVerifier: 'v'.repeat(43),
+        nonce: 'unused',
+      });
+      expect(login.accountId).to.equal('uma');
+      expect(login.credentials.refreshToken).to.equal('rt-for-uma');
     });
   });
 });

@@ -485,6 +485,27 @@ describe('/mcp proxy, in front of a purpose-built upstream', function () {
       expect(values(raw, 'x-dynamic-client-id')).to.deep.equal([oauth.info!.client_id]);
       expect(values(raw, 'x-authorization-scope')).to.have.length(1);
       expect(values(raw, 'x-authorization-scope')[0]).to.not.include('admin');
+
+      // …and the upstream token the MCP server received is no good here: we never accept an
+      // upstream token as if it were ours.
+      const upstream = authorization[0]!.slice('Bearer '.length);
+      const replayed = await send(stack.mcpUrl, {
+        headers: ['Authorization', `Bearer ${upstream}`],
+        body: Buffer.from('{}'),
+      });
+      expect(replayed.status).to.equal(401);
+    });
+
+    it('R7: a live session id is no authentication: without a valid token nothing reaches the MCP server', async function () {
+      const before = echo.seen.length;
+      for (const auth of [[], ['Authorization', 'Bearer not-ours']]) {
+        const res = await send(stack.mcpUrl, {
+          headers: [...auth, 'Mcp-Session-Id', 'session-123'],
+          body: Buffer.from('{}'),
+        });
+        expect(res.status).to.equal(401);
+      }
+      expect(echo.seen.length).to.equal(before);
     });
 
     it('drops hop-by-hop headers and every header named in Connection', async function () {
