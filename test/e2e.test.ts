@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
+import { Redis } from 'ioredis';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { createBrowser } from './helpers/browser.ts';
 import { authorizationUrl } from './helpers/oauth.ts';
@@ -171,6 +172,43 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
       expect(res.headers.get('location')).to.equal(null);
       expect(await res.text()).to.contain('unknown, expired or was already used');
     });
+  });
+
+  it('R20: the upstream state exists only after consent, server-side, for at most 10 minutes', async function () {
+    const redis = new Redis(process.env.TEST_REDIS_URL!);
+    try {
+      const pendingKeys = () => redis.keys(`${stack.env.MCP_AUTH_PROXY_REDIS_KEY_PREFIX}upstream-state:*`);
+      const existing = new Set(await pendingKeys());
+      const oauth = new TestOAuthClient();
+      const { client_id } = (await (await register(stack.baseUrl, oauth.clientMetadata)).json()) as {
+        client_id: string;
+      };
+      const browser = createBrowser();
+      const page = await browser.follow(authorizationUrl(stack.baseUrl, client_id, oauth.redirectUrl));
+      expect(page.body).to.contain('Confirm login');
+      expect(
+        (await pendingKeys()).filter((key) => !existing.has(key)),
+        'no state before consent',
+      ).to.deep.equal([]);
+
+      const toIdp = await browser.submitForm(
+        page.body,
+        page.url,
+        {},
+        { form: 0, stopAt: (url) => url.startsWith(stack.idp.issuer) },
+      );
+      const upstream = new URL(toIdp.location!);
+      expect(upstream.searchParams.get('code_challenge_method'), 'R21').to.equal('S256');
+      expect(upstream.searchParams.get('state')).to.have.length.greaterThanOrEqual(43);
+      const added = (await pendingKeys()).filter((key) => !existing.has(key));
+      expect(added).to.have.length(1);
+      // Stored under a hash: the state itself is nowhere in the store.
+      expect(added[0]).to.not.contain(upstream.searchParams.get('state')!);
+      const ttl = await redis.ttl(added[0]!);
+      expect(ttl).to.be.greaterThan(0).and.at.most(600);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it('cancel on the consent page returns access_denied to the client', async function () {
@@ -343,6 +381,33 @@ describe('the web process (bin/mcp-auth-proxy.ts)', function () {
       expect(result.stderr).to.contain(variable);
     }
     expect(result.stderr).to.not.match(/\n\s+at /);
+  });
+
+  it('an unreachable Redis or identity provider: one line naming which and where, exit 1', async function () {
+    const port = await freePort();
+    const redis = await run({
+      PORT: String(port),
+      MCP_SERVER_URL: 'http://127.0.0.1:9/mcp',
+      MCP_AUTH_PROXY_REDIS_URL: 'redis://:hunter2@127.0.0.1:1',
+    });
+    expect(redis.code).to.equal(1);
+    const redisLine = redis.stderr.trim().split('\n').at(-1)!;
+    expect(redisLine).to.match(/^Redis at redis:\/\/.*127\.0\.0\.1:1.* is unreachable/);
+    expect(redis.stderr).to.not.contain('hunter2');
+    expect(redis.stderr).to.not.match(/\n\s+at /);
+
+    const idp = await run({
+      PORT: String(port),
+      LOCAL_INSECURE: 'true',
+      MCP_SERVER_URL: 'http://127.0.0.1:9/mcp',
+      IDENTITY_SERVER_URL: 'http://127.0.0.1:1',
+      IDENTITY_CLIENT_ID: 'x',
+    });
+    expect(idp.code).to.equal(1);
+    expect(idp.stderr.trim().split('\n').at(-1)).to.match(
+      /^identity provider at http:\/\/127\.0\.0\.1:1\/ could not be discovered/,
+    );
+    expect(idp.stderr).to.not.match(/\n\s+at /);
   });
 
   it('exits non-zero when the MCP server exits', async function () {
