@@ -79,7 +79,7 @@ export async function start(
     }
     let identity;
     try {
-      identity = await createIdentityClient(identityConfig, { redirectUri, allowInsecure });
+      identity = await createIdentityClient(identityConfig, { redirectUri, allowInsecure, log });
     } catch (error) {
       throw new StartupError((error as Error).message);
     }

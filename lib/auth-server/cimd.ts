@@ -189,7 +189,7 @@ type AgentConstructor = new (options: AgentOptions) => Dispatcher;
  * (oidc-provider's fetch_request.js finds it the same way). Without it no fetch could be checked,
  * so this fails at start-up rather than fetching unchecked, as oidc-provider would.
  */
-function bundledAgent(): AgentConstructor {
+export function bundledAgent(): AgentConstructor {
   void globalThis.Response;
   const slots = globalThis as unknown as Record<symbol, { constructor?: unknown } | undefined>;
   const global = slots[Symbol.for('undici.globalDispatcher.2')] ?? slots[Symbol.for('undici.globalDispatcher.1')];
@@ -311,7 +311,7 @@ export function createOutboundFetch({
 }
 
 /** The body, or a refusal once it exceeds `limit` bytes (decoded: a gzip bomb counts in full). */
-async function readCapped(response: Response, limit: number): Promise<Buffer> {
+export async function readCapped(response: Response, limit: number): Promise<Buffer> {
   const declared = Number(response.headers.get('content-length'));
   if (declared > limit) {
     await response.body?.cancel();

@@ -1,7 +1,18 @@
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import * as oidc from 'openid-client';
+import {
+  addressRefusal,
+  bundledAgent,
+  guardedLookup,
+  OutboundFetchRefused,
+  readCapped,
+  type AddressPolicy,
+  type Resolver,
+} from '../auth-server/cimd.ts';
 import type { IdentityConfig } from '../config/types.ts';
 import { isLoopbackHost } from '../http/loopback.ts';
+import { log as defaultLog, type Logger } from '../telemetry/log.ts';
 
 /** Upstream credentials of one grant: what the MCP server receives as its bearer token. */
 export interface UpstreamCredentials {
@@ -50,11 +61,155 @@ export interface IdentityClientOptions {
   redirectUri: string;
   /** Plain-http upstream allowed: loopback only, LOCAL_INSECURE or the embedded dev IdP. */
   allowInsecure: boolean;
-  /** Per-request timeout, seconds. */
+  /** Per-request timeout, seconds, body included. Default 10. */
   timeout?: number;
+  /** Where refused fetches are reported. Default: the process logger. */
+  log?: Logger;
 }
 
-async function loadConfiguration(config: IdentityConfig): Promise<oidc.Configuration> {
+// --- The fetch (R24) ----------------------------------------------------------------------------
+
+/**
+ * What one identity provider response may weigh. Discovery documents of the large providers are
+ * a few KiB, token and userinfo responses less; 256 KiB leaves room for any real one and none for
+ * a provider (or whoever answers in its name) streaming us into memory exhaustion.
+ */
+export const IDENTITY_MAX_BYTES = 256 * 1024;
+
+const DEFAULT_TIMEOUT_SECONDS = 10;
+
+/** Responses that may not carry a body (Fetch standard), so cannot be rebuilt with one. */
+const NULL_BODY_STATUSES = new Set([204, 205, 304]);
+
+export interface IdentityFetchOptions {
+  /**
+   * LOCAL_INSECURE or the embedded development IdP: loopback addresses may be fetched, over plain
+   * http or https with a self-signed certificate, on loopback hosts only.
+   */
+  readonly allowInsecure: boolean;
+  /** Ceiling on one request, body included, milliseconds. */
+  readonly timeoutMs: number;
+  readonly log: Logger;
+  /** Test seam: the name resolution whose answers are checked. */
+  readonly resolve?: Resolver;
+}
+
+function addressPolicy(allowInsecure: boolean): AddressPolicy {
+  return { publicAddresses: true, loopback: allowInsecure };
+}
+
+/**
+ * Why `url` may not be fetched from the identity provider, decided before any name resolution or
+ * connection; undefined when it may (a host name is then checked again once resolved). The same
+ * rules as for client metadata documents (R11): the discovery document and every endpoint it
+ * lists are chosen by whoever controls the provider's answers, and a token endpoint at
+ * 169.254.169.254 would have us POST our client secret to the cloud metadata service.
+ */
+export function identityUrlRefusal(url: URL, allowInsecure: boolean): string | undefined {
+  if (url.protocol === 'http:') {
+    if (!allowInsecure || !isLoopbackHost(url.hostname)) {
+      return `plain http (${url.origin}) is allowed only for a loopback host with LOCAL_INSECURE=true`;
+    }
+  } else if (url.protocol !== 'https:') {
+    return `only https URLs are fetched, not ${url.protocol}`;
+  }
+  // A literal never reaches the connection's `lookup` (net.connect skips it), so it is checked here.
+  const bare = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  return isIP(bare) ? addressRefusal(bare, addressPolicy(allowInsecure)) : undefined;
+}
+
+/**
+ * openid-client's `customFetch` for every request to the identity provider: discovery, token,
+ * userinfo, JWKS. Checked like createOutboundFetch (auth-server/cimd.ts), but with the provider's
+ * error bodies kept: the token endpoint's 400 `invalid_grant` and userinfo's 401 challenge are
+ * what `classify` branches on.
+ *
+ * Redirects are never followed, discovery included. openid-client asks for `redirect: 'manual'`
+ * and treats anything but 200 as a failure anyway; we enforce it here so that no version of it can
+ * be talked into following a Location to an address we never checked. A discovery document that
+ * moved cannot be used regardless: openid-client requires its `issuer` to equal the configured
+ * URL, so the operator must configure the final one.
+ */
+export function createIdentityFetch({
+  allowInsecure,
+  timeoutMs,
+  log,
+  resolve,
+}: IdentityFetchOptions): oidc.CustomFetch {
+  const Agent = bundledAgent();
+  const verified = new Agent({ connect: { lookup: guardedLookup(addressPolicy(allowInsecure), resolve) } });
+  // The development IdP may serve https from 127.0.0.1 with a self-signed certificate. That
+  // leniency gets an agent of its own that can only ever reach loopback addresses.
+  const loopbackOnly = allowInsecure
+    ? new Agent({
+        connect: {
+          lookup: guardedLookup({ publicAddresses: false, loopback: true }, resolve),
+          rejectUnauthorized: false,
+        },
+      })
+    : undefined;
+
+  return async (input, init) => {
+    const url = new URL(input);
+    const where = `${url.origin}${url.pathname}`;
+    const refuse = (reason: string): never => {
+      // Operator configuration (or the provider's own metadata) is at fault, not a user: warn.
+      log.warn('identity provider fetch refused', { url: where, reason });
+      throw new OutboundFetchRefused(reason);
+    };
+
+    const refusal = identityUrlRefusal(url, allowInsecure);
+    if (refusal) refuse(refusal);
+    const timeout = AbortSignal.timeout(timeoutMs);
+
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        ...init,
+        redirect: 'manual',
+        signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout,
+        dispatcher: loopbackOnly && isLoopbackHost(url.hostname) ? loopbackOnly : verified,
+      });
+    } catch (error) {
+      const cause = (error as { cause?: unknown }).cause;
+      if (cause instanceof OutboundFetchRefused) refuse(cause.message);
+      throw error;
+    }
+
+    const body = await readCapped(response, IDENTITY_MAX_BYTES).catch((error: unknown) => {
+      if (error instanceof OutboundFetchRefused) refuse(error.message);
+      throw error;
+    });
+    const headers = new Headers(response.headers);
+    // The body is already decoded.
+    headers.delete('content-length');
+    headers.delete('content-encoding');
+    return new Response(NULL_BODY_STATUSES.has(response.status) ? null : body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+    });
+  };
+}
+
+/**
+ * The reason worth reading: openid-client wraps errors it does not know (our refusals among
+ * them) as "something went wrong", with the real one as `cause`.
+ */
+function reason(error: unknown): string {
+  for (let current = error; current instanceof Error; current = current.cause) {
+    if (current instanceof OutboundFetchRefused) return `refused by the outbound fetch policy: ${current.message}`;
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+// --- The client ---------------------------------------------------------------------------------
+
+async function loadConfiguration(
+  config: IdentityConfig,
+  customFetch: oidc.CustomFetch,
+  timeout: number,
+): Promise<oidc.Configuration> {
   const auth = config.clientSecret ? oidc.ClientSecretPost(config.clientSecret) : oidc.None();
   const secret = config.clientSecret;
   if (config.metadataFile) {
@@ -73,14 +228,16 @@ async function loadConfiguration(config: IdentityConfig): Promise<oidc.Configura
   const server = config.serverUrl!;
   try {
     return await oidc.discovery(server, config.clientId, secret, auth, {
+      // openid-client's own https check is lifted so that `customFetch`, which knows the
+      // loopback rule, is the one place deciding.
       execute: server.protocol === 'http:' ? [oidc.allowInsecureRequests] : [],
-      timeout: 10,
+      [oidc.customFetch]: customFetch,
+      timeout,
     });
   } catch (cause) {
-    const reason = cause instanceof Error ? cause.message : String(cause);
     throw new IdentityError(
       'IDENTITY_UNREACHABLE',
-      `identity provider at ${server.href} could not be discovered: ${reason}`,
+      `identity provider at ${server.href} could not be discovered: ${reason(cause)}`,
       { cause },
     );
   }
@@ -113,7 +270,7 @@ function classify(error: unknown, action: string): IdentityError {
     });
   }
   const status = (error as { cause?: { status?: number } })?.cause?.status;
-  const detail = status ? `HTTP ${status}` : error instanceof Error ? error.message : String(error);
+  const detail = status ? `HTTP ${status}` : reason(error);
   return new IdentityError('IDENTITY_TRANSIENT', `upstream ${action} failed: ${detail}`, { cause: error });
 }
 
@@ -132,7 +289,15 @@ export async function createIdentityClient(
   config: IdentityConfig,
   options: IdentityClientOptions,
 ): Promise<IdentityClient> {
-  const configuration = await loadConfiguration(config);
+  const timeout = options.timeout ?? DEFAULT_TIMEOUT_SECONDS;
+  const customFetch = createIdentityFetch({
+    allowInsecure: options.allowInsecure,
+    timeoutMs: timeout * 1000,
+    log: options.log ?? defaultLog,
+  });
+  const configuration = await loadConfiguration(config, customFetch, timeout);
+  // A Configuration from a metadata file has none yet; discovery set it already.
+  configuration[oidc.customFetch] = customFetch;
   const metadata = configuration.serverMetadata();
   const endpoint = metadata.authorization_endpoint;
   if (!endpoint || !metadata.token_endpoint) {
@@ -154,7 +319,19 @@ export async function createIdentityClient(
     }
     oidc.allowInsecureRequests(configuration);
   }
-  configuration.timeout = options.timeout ?? 10;
+  // Refused at every fetch anyway; refusing here too makes a bad endpoint a start-up failure
+  // rather than every user's failed login. The authorization endpoint is only ever visited by
+  // browsers, so its address is not ours to check.
+  for (const url of [metadata.token_endpoint, metadata.userinfo_endpoint, metadata.jwks_uri]) {
+    const refusal = url ? identityUrlRefusal(new URL(url), options.allowInsecure) : undefined;
+    if (refusal) {
+      throw new IdentityError(
+        'IDENTITY_UNREACHABLE',
+        `identity provider ${metadata.issuer} lists ${url}, refused by the outbound fetch policy: ${refusal}`,
+      );
+    }
+  }
+  configuration.timeout = timeout;
   const scope = config.scope;
   const wantsIdToken = scope.split(' ').includes('openid');
 
