@@ -103,6 +103,16 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
 
   app.use((req, res, next) => runWithRequestId(requestIdOf(req, res), next));
 
+  // oidc-provider builds endpoint URLs from the request's host, and with `proxy = true` from
+  // X-Forwarded-Host, which the router passes on from the client. BASE_URL is the one truth (R9):
+  // metadata and redirects must not follow whatever host a request names.
+  const publicHost = new URL(config.baseUrl).host;
+  app.use((req, _res, next) => {
+    req.headers.host = publicHost;
+    delete req.headers['x-forwarded-host'];
+    next();
+  });
+
   if (config.mode === 'production') {
     // R18: every endpoint over HTTPS. The router says which scheme the client used.
     app.use((req, res, next) => (clientUsedHttps(req) ? next() : refuseHttp(res)));
