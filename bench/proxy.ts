@@ -10,11 +10,12 @@
  * Needs Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0). BENCH_SECONDS sets the
  * length of each measurement (default 4).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { cpus } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { ephemeralJwks } from '../lib/auth-server/keys.ts';
@@ -148,6 +149,65 @@ async function measure(target: Target, sessionId: string, connections: number, s
   return { requests: latenciesMs.length, errors, seconds: (performance.now() - started) / 1000, latenciesMs };
 }
 
+/**
+ * The same load from wrk (C, one thread) when it is installed: it spends a fraction of the Node
+ * generator's CPU, so on a small machine the generator steals less from the processes measured.
+ * Its latency distribution comes back as 100 percentiles, expanded into samples for merging.
+ */
+function measureWrk(target: Target, sessionId: string, connections: number, seconds: number): Promise<Result> {
+  const body = JSON.stringify({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'tools/call',
+    params: { name: 'echo', arguments: { text: 'hello' } },
+  });
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/json',
+    Accept: 'application/json, text/event-stream',
+    'Mcp-Session-Id': sessionId,
+    'Mcp-Protocol-Version': '2025-06-18',
+    ...Object.fromEntries(Object.entries(target.headers).map(([k, v]) => [k[0]!.toUpperCase() + k.slice(1), v])),
+  };
+  const lua = [
+    'wrk.method = "POST"',
+    `wrk.body = ${JSON.stringify(body)}`,
+    ...Object.entries(headers).map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`),
+    'done = function(summary, latency, requests)',
+    '  local out = {}',
+    '  for p = 1, 100 do out[#out + 1] = latency:percentile(p - 0.5) end',
+    '  local e = summary.errors',
+    '  io.write(string.format("BENCH %d %d %d %s\\n", summary.requests, e.status + e.connect + e.read + e.write + e.timeout, summary.duration, table.concat(out, ",")))',
+    'end',
+  ].join('\n');
+  const script = join(tmpdir(), `bench-${process.pid}-${target.name}.lua`);
+  writeFileSync(script, lua);
+  return new Promise((resolve, reject) => {
+    const child = spawn('wrk', [
+      '-t1',
+      `-c${connections}`,
+      `-d${Math.max(1, Math.round(seconds))}s`,
+      '-s',
+      script,
+      target.url.href,
+    ]);
+    let out = '';
+    child.stdout.on('data', (chunk) => (out += chunk));
+    child.on('error', reject);
+    child.on('exit', () => {
+      const line = /BENCH (\d+) (\d+) (\d+) ([\d.,]+)/.exec(out);
+      if (!line) return reject(new Error(`wrk said: ${out}`));
+      const [requests, errors, micros] = [Number(line[1]), Number(line[2]), Number(line[3])];
+      const percentiles = line[4]!.split(',').map((us) => Number(us) / 1000);
+      const good = Math.max(0, requests - errors);
+      const latenciesMs = percentiles.flatMap((ms) => Array.from({ length: Math.round(good / 100) }, () => ms));
+      resolve({ requests: good, errors, seconds: micros / 1e6, latenciesMs });
+    });
+  });
+}
+
+const GENERATOR = process.env.BENCH_GENERATOR ?? (spawnSync('wrk', ['--version']).error ? 'node' : 'wrk');
+const generate = GENERATOR === 'wrk' ? measureWrk : measure;
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -234,7 +294,8 @@ async function main(): Promise<void> {
     // 2-core machine the proxy path runs three busy processes where the direct path runs two.
     // The machine is shared and noisy: direct and proxy are measured in short alternating slices,
     // so a burst of outside load lands on both sides alike instead of on one whole measurement.
-    const SLICES = Math.max(2, Math.round(SECONDS / 0.5));
+    // wrk measures in whole seconds.
+    const SLICES = GENERATOR === 'wrk' ? Math.max(2, Math.round(SECONDS)) : Math.max(2, Math.round(SECONDS / 0.5));
     const interleaved = async (connections: number) => {
       const totals = [0, 1].map(() => ({
         result: { requests: 0, errors: 0, seconds: 0, latenciesMs: [] as number[] },
@@ -245,7 +306,7 @@ async function main(): Promise<void> {
       for (let slice = 0; slice < SLICES; slice++) {
         for (const i of slice % 2 === 0 ? [0, 1] : [1, 0]) {
           const before = { proxy: cpuMs(proxy.pid!), mcp: mcpPid ? cpuMs(mcpPid) : NaN, load: process.cpuUsage() };
-          const result = await measure(targets[i]!, sessions[i]!, connections, SECONDS / SLICES);
+          const result = await generate(targets[i]!, sessions[i]!, connections, SECONDS / SLICES);
           const load = process.cpuUsage(before.load);
           const total = totals[i]!;
           total.result.requests += result.requests;
@@ -263,13 +324,19 @@ async function main(): Promise<void> {
           Number.isNaN(ms) ? '?' : ((ms * 1000) / Math.max(1, total.result.requests)).toFixed(0);
         return {
           ...summary,
-          cpu: { proxy: perRequest(total.proxy), mcp: perRequest(total.mcp), load: perRequest(total.load) },
+          cpu: {
+            proxy: perRequest(total.proxy),
+            mcp: perRequest(total.mcp),
+            load: GENERATOR === 'wrk' ? '?' : perRequest(total.load),
+          },
         };
       });
       return [direct!, viaProxy!] as const;
     };
 
-    console.log(`\n${SECONDS}s per target and level, in ${SLICES} alternating slices of each; ${cpus().length} CPUs\n`);
+    console.log(
+      `\n${SECONDS}s per target and level, in ${SLICES} alternating slices of each; load from ${GENERATOR}; ${cpus().length} CPUs\n`,
+    );
     console.log(
       'conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy  mcp-server  load-generator',
     );
