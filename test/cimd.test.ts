@@ -27,7 +27,7 @@ import { createMemoryStore } from '../lib/store/index.ts';
 import { captureLogs, log } from '../lib/telemetry/log.ts';
 import { createViews } from '../lib/views/index.ts';
 import { createBrowser } from './helpers/browser.ts';
-import { authorizationUrl as sharedAuthorizationUrl, pkce } from './helpers/oauth.ts';
+import { authorizationUrl as sharedAuthorizationUrl, codeFlow, pkce } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
 // --- A document host: https on 127.0.0.1 with a self-signed certificate --------------------------
@@ -498,22 +498,18 @@ describe('CIMD through the proxy (R11, R16, R24)', function () {
       'cache-control': 'public, max-age=300',
     });
 
-    const login = async (port: number, extra: Record<string, string | undefined> = {}) => {
-      const redirectUri = `http://localhost:${port}/callback`;
-      const { verifier, challenge } = pkce();
-      const url = authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge, extra);
-      const back = await authorizeInBrowser(createBrowser(), url, redirectUri);
-      expect(back.searchParams.get('iss')).to.equal(stack.baseUrl);
-      const code = back.searchParams.get('code');
-      expect(code, back.href).to.be.a('string');
-      const res = await exchangeCode(stack.baseUrl, {
-        code: code!,
-        redirect_uri: redirectUri,
-        code_verifier: verifier,
-        client_id: clientId,
+    const login = async (port: number, extra: { scope?: string; prompt?: string } = {}) => {
+      const { redirect, token } = await codeFlow({
+        baseUrl: stack.baseUrl,
+        clientId,
+        redirectUri: `http://localhost:${port}/callback`,
+        scope: 'scope' in extra ? extra.scope : 'openid',
+        prompt: extra.prompt,
+        state: 'client-state',
       });
-      expect(res.status, await res.clone().text()).to.equal(200);
-      return (await res.json()) as { access_token: string };
+      expect(redirect.searchParams.get('iss')).to.equal(stack.baseUrl);
+      expect(token.status, JSON.stringify(token.body)).to.equal(200);
+      return token.body;
     };
 
     const first = await login(50123);
@@ -540,22 +536,15 @@ describe('CIMD through the proxy (R11, R16, R24)', function () {
       token_endpoint_auth_method: 'none',
       token_endpoint_auth_methods_supported: ['none', 'private_key_jwt'],
     });
-    const { verifier, challenge } = pkce();
-    const back = await authorizeInBrowser(
-      createBrowser(),
-      authorizationUrl(stack.baseUrl, clientId, redirectUri, challenge),
+    const { token } = await codeFlow({
+      baseUrl: stack.baseUrl,
+      clientId,
       redirectUri,
-    );
-    const code = back.searchParams.get('code');
-    expect(code, back.href).to.be.a('string');
-    const res = await exchangeCode(stack.baseUrl, {
-      code: code!,
-      redirect_uri: redirectUri,
-      code_verifier: verifier,
-      client_id: clientId,
+      scope: 'openid',
+      state: 'client-state',
     });
-    expect(res.status, await res.clone().text()).to.equal(200);
-    const { access_token } = (await res.json()) as { access_token: string };
+    expect(token.status, JSON.stringify(token.body)).to.equal(200);
+    const { access_token } = token.body;
     expect((await whoami(stack.mcpUrl, access_token)).userId).to.equal('alice');
   });
 
