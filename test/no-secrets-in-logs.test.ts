@@ -3,9 +3,9 @@ import { expect } from 'chai';
 import type { JWK } from 'jose';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { deriveKeyMaterial } from '../lib/auth-server/keys.ts';
-import { captureLogs } from '../lib/telemetry/log.ts';
 import { grantSecretOf } from '../lib/vault/index.ts';
 import { createBrowser, type Browser } from './helpers/browser.ts';
+import { captureOutput } from './helpers/capture.ts';
 import { authorizationUrl, mcpInitialize, pkce, tokenRequest, type TokenResponse } from './helpers/oauth.ts';
 import { connectClient, startStack, TestOAuthClient, type Stack } from './helpers/stack.ts';
 
@@ -71,19 +71,6 @@ function recordCookies(browser: Browser, secrets: Secrets): void {
 }
 
 /** Writes to the stream go to `sink` instead (libraries and console.* bypass our logger). */
-function captureStream(stream: NodeJS.WriteStream, sink: (text: string) => void): () => void {
-  const original = stream.write;
-  stream.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-    sink(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
-    const callback = rest.find((arg): arg is () => void => typeof arg === 'function');
-    callback?.();
-    return true;
-  }) as typeof stream.write;
-  return () => {
-    stream.write = original;
-  };
-}
-
 function recordTokens(secrets: Secrets, label: string, body: Partial<TokenResponse> & { id_token?: string }): void {
   secrets.addToken(`${label} access token`, body.access_token);
   secrets.addToken(`${label} refresh token`, body.refresh_token);
@@ -99,18 +86,14 @@ describe('R23: no token, code, secret or cookie reaches a log line', function ()
   const statuses: Record<string, number> = {};
 
   before(async function () {
-    const restoreLogs = captureLogs((line) => lines.push(line));
-    const restoreStdout = captureStream(process.stdout, (text) => lines.push(text));
-    const restoreStderr = captureStream(process.stderr, (text) => lines.push(text));
+    const restore = captureOutput(lines);
     let stack: Stack | undefined;
     try {
       stack = await startStack({ env: { LOG_LEVEL: 'debug' } });
       await runScenario(stack);
     } finally {
       await stack?.close().catch(() => undefined);
-      restoreStderr();
-      restoreStdout();
-      restoreLogs();
+      restore();
     }
   });
 

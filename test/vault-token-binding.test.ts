@@ -11,6 +11,7 @@ import { createVault, GrantSecret, grantSecretOf, keyId, open, vaultKeyFor, type
 import { GRANT_SECRET_COOKIE, grantSecretCookie } from '../lib/vault/token-secret.ts';
 import { createViews } from '../lib/views/index.ts';
 import { createBrowser, type Browser, type Page } from './helpers/browser.ts';
+import { captureOutput } from './helpers/capture.ts';
 import { mcpInitialize } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
 
@@ -284,16 +285,7 @@ describe('vault records open only with the server key and a live token of their 
 
   it('the grant secret reaches no log line across login, /mcp, our refresh, an upstream refresh and a refused cookie', async function () {
     const lines: string[] = [];
-    const writes = { out: process.stdout.write, err: process.stderr.write };
-    const tee =
-      (original: typeof process.stdout.write, stream: NodeJS.WriteStream) =>
-      (chunk: unknown, ...rest: unknown[]): boolean => {
-        lines.push(String(chunk));
-        return (original as (...args: unknown[]) => boolean).call(stream, chunk, ...rest);
-      };
-    const restore = captureLogs((line) => lines.push(line));
-    process.stdout.write = tee(writes.out, process.stdout) as typeof process.stdout.write;
-    process.stderr.write = tee(writes.err, process.stderr) as typeof process.stderr.write;
+    const restore = captureOutput(lines, { passThrough: true });
     let erin: Login;
     let secrets: GrantSecret[] = [];
     try {
@@ -316,8 +308,6 @@ describe('vault records open only with the server key and a live token of their 
       await browser.follow(started.resumeUrl, { stopAt: isClient });
       secrets = [erin.secret];
     } finally {
-      process.stdout.write = writes.out;
-      process.stderr.write = writes.err;
       restore();
     }
     const output = lines.join('\n');

@@ -35,6 +35,7 @@ import {
   type VaultEntry,
 } from '../lib/vault/index.ts';
 import { freePort, startStack, TestOAuthClient, type Stack } from './helpers/stack.ts';
+import { captureOutput } from './helpers/capture.ts';
 
 const REDIS_URL = process.env.TEST_REDIS_URL!;
 const random = (bytes = 16) => randomBytes(bytes).toString('base64url');
@@ -865,16 +866,7 @@ describe('vault and proxy end to end: refresh, failure policy, no leaks', functi
       if (credentials?.refreshToken) upstreamTokens.add(credentials.refreshToken);
     };
     // Everything the process prints, through the logger or around it (console, oidc-provider).
-    const writes = { out: process.stdout.write, err: process.stderr.write };
-    const tee =
-      (original: typeof process.stdout.write, stream: NodeJS.WriteStream) =>
-      (chunk: unknown, ...rest: unknown[]): boolean => {
-        lines.push(String(chunk));
-        return (original as (...args: unknown[]) => boolean).call(stream, chunk, ...rest);
-      };
-    const restore = captureLogs((line) => lines.push(line));
-    process.stdout.write = tee(writes.out, process.stdout) as typeof process.stdout.write;
-    process.stderr.write = tee(writes.err, process.stderr) as typeof process.stderr.write;
+    const restore = captureOutput(lines, { passThrough: true });
     try {
       const frank = await login('leak-frank', async (grantId) => {
         await collect(grantId);
@@ -898,8 +890,6 @@ describe('vault and proxy end to end: refresh, failure policy, no leaks', functi
       await stack.idp.expireAccessTokens();
       answers.push(await call(frank, 5)); // terminal failure
     } finally {
-      process.stdout.write = writes.out;
-      process.stderr.write = writes.err;
       restore();
     }
     expect(answers.map((a) => a.status)).to.deep.equal([200, 200, 503, 200, 401]);
