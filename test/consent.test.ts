@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createBrowser, parseForms, type Browser, type Page } from './helpers/browser.ts';
+import { registerClient } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
 import { consentKey, consentRedirectUri } from '../lib/interactions/consent.ts';
 
@@ -46,22 +47,17 @@ describe('consent (R19) and the consent page', function () {
   });
 
   async function register(metadata: Record<string, unknown> = {}): Promise<RegisteredClient> {
-    const res = await fetch(`${stack.baseUrl}/reg`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        client_name: 'Consent Test Client',
-        redirect_uris: [LOOPBACK_REDIRECT, SCHEME_REDIRECT],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-        application_type: 'native',
-        ...metadata,
-      }),
+    const res = await registerClient(stack.baseUrl, {
+      client_name: 'Consent Test Client',
+      redirect_uris: [LOOPBACK_REDIRECT, SCHEME_REDIRECT],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      application_type: 'native',
+      ...metadata,
     });
-    expect(res.status, await res.clone().text()).to.equal(201);
-    const { client_id } = (await res.json()) as { client_id: string };
-    return { clientId: client_id };
+    expect(res.status, JSON.stringify(res.body)).to.equal(201);
+    return { clientId: res.body.client_id! };
   }
 
   function authorization(

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { REFRESH_GRACE_SECONDS } from '../lib/auth-server/refresh-grace.ts';
 import { createBrowser } from './helpers/browser.ts';
-import { mcpInitialize } from './helpers/oauth.ts';
+import { mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
 interface TokenBody {
@@ -46,28 +46,20 @@ describe('refresh tokens (R14), revocation (RFC 7009) and no-store (R17)', funct
   });
 
   async function register(metadata: Record<string, unknown> = {}): Promise<Registered> {
-    const res = await fetch(`${stack.baseUrl}/reg`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        redirect_uris: [REDIRECT_URI],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-        ...metadata,
-      }),
+    const res = await registerClient(stack.baseUrl, {
+      redirect_uris: [REDIRECT_URI],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      ...metadata,
     });
     expect(res.status, 'registration').to.equal(201);
-    return (await res.json()) as Registered;
+    return res.body as unknown as Registered;
   }
 
   async function token(params: Record<string, string>): Promise<{ status: number; headers: Headers; body: TokenBody }> {
-    const res = await fetch(`${stack.baseUrl}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-      body: new URLSearchParams(params),
-    });
-    return { status: res.status, headers: res.headers, body: (await res.json()) as TokenBody };
+    const res = await tokenRequest(stack.baseUrl, params);
+    return { ...res, body: res.body as unknown as TokenBody };
   }
 
   const auth = (client: Registered): Record<string, string> =>

@@ -12,7 +12,7 @@ import { GRANT_SECRET_COOKIE, grantSecretCookie } from '../lib/vault/token-secre
 import { createViews } from '../lib/views/index.ts';
 import { createBrowser, type Browser, type Page } from './helpers/browser.ts';
 import { captureOutput } from './helpers/capture.ts';
-import { mcpInitialize } from './helpers/oauth.ts';
+import { mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1:33418/callback';
@@ -102,27 +102,19 @@ describe('vault records open only with the server key and a live token of their 
   }
 
   async function register(): Promise<string> {
-    const res = await fetch(`${stack.baseUrl}/reg`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        redirect_uris: [REDIRECT_URI],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-      }),
+    const res = await registerClient(stack.baseUrl, {
+      redirect_uris: [REDIRECT_URI],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
     });
     expect(res.status, 'registration').to.equal(201);
-    return ((await res.json()) as { client_id: string }).client_id;
+    return res.body.client_id!;
   }
 
   async function token(params: Record<string, string>): Promise<{ status: number; body: TokenBody }> {
-    const res = await fetch(`${stack.baseUrl}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-      body: new URLSearchParams(params),
-    });
-    return { status: res.status, body: (await res.json()) as TokenBody };
+    const res = await tokenRequest(stack.baseUrl, params);
+    return { status: res.status, body: res.body as unknown as TokenBody };
   }
 
   async function mcp(accessToken: string): Promise<Response> {
