@@ -8,6 +8,7 @@ import { metadataRoutes } from './auth-server/metadata.ts';
 import { resourceScopes } from './auth-server/provider.ts';
 import type { Config } from './config/types.ts';
 import { errorHandler } from './http/errors.ts';
+import { clientProtocol } from './http/forwarded.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { createMcpProxy, type McpProxy } from './proxy/index.ts';
@@ -39,12 +40,7 @@ function requestIdOf(req: IncomingMessage, res: ServerResponse): string {
   return requestId;
 }
 
-/** The scheme the client used, as the one TLS-terminating router in front says (R18). */
-function clientUsedHttps(req: IncomingMessage): boolean {
-  const forwarded = req.headers['x-forwarded-proto'];
-  const proto = typeof forwarded === 'string' && forwarded !== '' ? forwarded.split(',')[0]!.trim() : undefined;
-  return (proto ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http')) === 'https';
-}
+const clientUsedHttps = (req: IncomingMessage): boolean => clientProtocol(req) === 'https';
 
 function refuseHttp(res: ServerResponse): void {
   res.writeHead(403, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });

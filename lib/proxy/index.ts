@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Provider from 'oidc-provider';
+import { allowedBrowserOrigins } from '../auth-server/cors.ts';
 import { protectedResourceMetadataUrl } from '../auth-server/metadata.ts';
+import { clientProtocol } from '../http/forwarded.ts';
 import { resourceScopes } from '../auth-server/provider.ts';
 import type { Config } from '../config/types.ts';
 import { IdentityError, type UpstreamCredentials } from '../identity/index.ts';
@@ -74,19 +76,6 @@ export type McpProxy = (req: IncomingMessage, res: ServerResponse) => Promise<vo
 const requestTarget = (req: IncomingMessage): string => (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/';
 
 /**
- * The scheme the client used. Express's `req.protocol` when Express is in front (it applies the
- * app's `trust proxy`); otherwise the same policy as app.ts: one TLS-terminating router in front,
- * whose `X-Forwarded-Proto` is trusted.
- */
-function protocolOf(req: IncomingMessage): string {
-  const fromExpress = (req as { protocol?: string }).protocol;
-  if (fromExpress) return fromExpress;
-  const forwarded = req.headers['x-forwarded-proto'];
-  if (typeof forwarded === 'string' && forwarded !== '') return forwarded.split(',')[0]!.trim();
-  return (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
-}
-
-/**
  * `/mcp`, as a straight line: origin check → our bearer token (cached) → the grant's upstream
  * token (cached) → stream to the MCP server → on its 401, refresh once and replay the kept body.
  */
@@ -98,7 +87,7 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
   const scope = resourceScopes(config).join(' ');
   // `openid` names who the user is, not what they may do here: tokens need every other scope.
   const required = resourceScopes(config).filter((s) => s !== 'openid');
-  const allowedOrigins = new Set([new URL(config.baseUrl).origin, ...config.proxy.allowedOrigins]);
+  const allowedOrigins = allowedBrowserOrigins(config);
   const limit = config.proxy.maxBodyBytes;
   const cookies = cookiePolicy(['session', 'interaction', 'resume'].map((type) => provider.cookieName(type)));
 
@@ -218,7 +207,7 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
       'X-Forwarded-For',
       priorFor ? `${priorFor}, ${remote}` : remote,
       'X-Forwarded-Proto',
-      protocolOf(req),
+      clientProtocol(req),
       'X-Forwarded-Host',
       req.headers.host ?? '',
       'X-Authorization-Scope',
