@@ -160,9 +160,8 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
     },
     renderError: async (ctx: KoaContextWithOIDC, out, error) => {
       // R16: errors raised before the client and redirect URI are verified are shown here, never
-      // redirected. 5xx details stay in the log.
+      // redirected. 5xx details stay in the log (the server_error listener below writes them).
       const status = (error as { statusCode?: number }).statusCode ?? 500;
-      if (status >= 500) log.error('authorization server error', { error });
       ctx.type = 'html';
       ctx.set('Cache-Control', 'no-store');
       ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
