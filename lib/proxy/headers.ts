@@ -52,7 +52,8 @@ const OWNED_RESPONSE = new Set(['x-request-id']);
 function connectionListed(raw: readonly string[]): Set<string> | undefined {
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() !== 'connection') continue;
+    // Length first: this runs over every header of every request and response.
+    if (raw[i]!.length !== 10 || raw[i]!.toLowerCase() !== 'connection') continue;
     listed ??= new Set();
     for (const token of raw[i + 1]!.split(',')) listed.add(token.trim().toLowerCase());
   }

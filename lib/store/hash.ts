@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * `h(x)` of lib/store/README.md: SHA-256, base64url. The id of an opaque access token, refresh
@@ -7,5 +7,6 @@ import { createHash } from 'node:crypto';
  * backup yields no usable secret; a lookup hashes the presented value the same way.
  */
 export function hashId(id: string): string {
-  return createHash('sha256').update(id).digest('base64url');
+  // One-shot: no Hash object per call. It runs on every `/mcp` request (the cache key of a token).
+  return hash('sha256', id, 'base64url');
 }
