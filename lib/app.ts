@@ -77,14 +77,8 @@ export function createWeb(deps: AppDeps): Web {
     }
     const requestId = requestIdOf(req, res);
     if (production && !clientUsedHttps(req)) return refuseHttp(res);
-    runWithRequestId(requestId, () => {
-      proxy(req, res).catch((error: unknown) => {
-        deps.log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
-        if (!res.headersSent)
-          res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"error":"server_error"}');
-        else res.destroy();
-      });
-    });
+    // The proxy answers every outcome itself, its own defects included: nothing to catch here.
+    runWithRequestId(requestId, () => proxy(req, res));
   };
   return { app, listener };
 }

@@ -28,8 +28,8 @@ interface Cached<T> {
  * now (`Subscription.active`), forgets everything whenever some may have been missed (a new
  * `generation`), and refuses to store a value read while an invalidation arrived (`stamp`).
  */
-export class HotPathCache {
-  private readonly callers = new Map<string, Cached<Caller>>();
+export class HotPathCache<C extends Caller = Caller> {
+  private readonly callers = new Map<string, Cached<C>>();
   private readonly vault = new Map<string, Cached<VaultEntry>>();
   private readonly tombstones = new Map<string, number>();
   private generation: number | undefined;
@@ -43,11 +43,11 @@ export class HotPathCache {
     return this.usable() ? this.sequence : undefined;
   }
 
-  caller(tokenHash: string): Caller | undefined {
+  caller(tokenHash: string): C | undefined {
     return this.usable() ? this.take(this.callers, tokenHash) : undefined;
   }
 
-  setCaller(tokenHash: string, caller: Caller, tokenExpiresAt: number, stamp: number | undefined): void {
+  setCaller(tokenHash: string, caller: C, tokenExpiresAt: number, stamp: number | undefined): void {
     if (!this.storable(caller.grantId, stamp)) return;
     const expiresAt = Math.min(Date.now() + CALLER_TTL_MS, tokenExpiresAt);
     this.put(this.callers, tokenHash, { value: caller, grantId: caller.grantId, expiresAt }, MAX_CALLERS);

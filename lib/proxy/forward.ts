@@ -25,54 +25,61 @@ export class ClientBody {
   private keep = true;
   private sink: ClientRequest | undefined;
   private failure: Error | undefined;
+  /** Who awaits the whole body (the retry path only: a promise per request costs on the hot path). */
+  private waiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   size = 0;
   ended = false;
-  /** Resolves once the whole body was read; rejects with BodyTooLargeError or ClientGoneError. */
-  readonly finished: Promise<void>;
 
   constructor(
     private readonly req: IncomingMessage,
     readonly limit: number,
   ) {
-    this.finished = new Promise<void>((resolve, reject) => {
-      const fail = (error: Error) => {
-        if (this.ended || this.failure) return;
-        this.failure = error;
-        this.chunks = [];
-        req.removeListener('data', onData);
-        this.sink?.destroy(error);
-        reject(error);
-      };
-      const onData = (chunk: Buffer) => {
-        this.size += chunk.length;
-        if (this.size > limit) {
-          req.pause();
-          fail(new BodyTooLargeError(`the request body is larger than ${limit} bytes`));
-          return;
-        }
-        if (this.keep) this.chunks.push(chunk);
-        const sink = this.sink;
-        if (sink && !sink.write(chunk)) {
-          req.pause();
-          sink.once('drain', () => {
-            if (this.sink === sink) req.resume();
-          });
-        }
-      };
-      req.on('data', onData);
-      req.once('end', () => {
-        if (this.failure) return;
-        this.ended = true;
-        this.sink?.end();
-        resolve();
-      });
-      req.once('close', () =>
-        fail(new ClientGoneError('the client closed the connection before its body was complete')),
-      );
-      req.once('error', () => fail(new ClientGoneError('the client connection failed')));
+    const fail = (error: Error) => {
+      if (this.ended || this.failure) return;
+      this.failure = error;
+      this.chunks = [];
+      req.removeListener('data', onData);
+      this.sink?.destroy(error);
+      for (const waiter of this.waiters.splice(0)) waiter.reject(error);
+    };
+    const onData = (chunk: Buffer) => {
+      this.size += chunk.length;
+      if (this.size > limit) {
+        req.pause();
+        fail(new BodyTooLargeError(`the request body is larger than ${limit} bytes`));
+        return;
+      }
+      if (this.keep) this.chunks.push(chunk);
+      const sink = this.sink;
+      if (sink && !sink.write(chunk)) {
+        req.pause();
+        sink.once('drain', () => {
+          if (this.sink === sink) req.resume();
+        });
+      }
+    };
+    req.on('data', onData);
+    req.once('end', () => {
+      if (this.failure) return;
+      this.ended = true;
+      this.sink?.end();
+      for (const waiter of this.waiters.splice(0)) waiter.resolve();
     });
-    // Callers await it only on the retry path; a refused body is also reported through the sink.
-    this.finished.catch(() => undefined);
+    // 'close' follows every request, complete or not: the error (and its stack trace, tens of
+    // microseconds) is only built when the body was cut short.
+    req.once('close', () => {
+      if (!this.ended && !this.failure) {
+        fail(new ClientGoneError('the client closed the connection before its body was complete'));
+      }
+    });
+    req.once('error', () => fail(new ClientGoneError('the client connection failed')));
+  }
+
+  /** Resolves once the whole body was read; rejects with BodyTooLargeError or ClientGoneError. */
+  whenRead(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
   /** The body goes to `request` from now on: what was read so far, then the rest as it comes. */
@@ -154,38 +161,58 @@ export function createTarget(serverUrl: URL): UpstreamTarget {
   };
 }
 
+/** How one upstream request ended before its response body: a response head, or an error. */
+export type UpstreamCallback = (error: Error | undefined, response?: IncomingMessage) => void;
+
 /**
- * Opens one request to the MCP server and sends `body` into it. Resolves with the response head
- * (the body is left for the caller to stream or drain); rejects when the request fails before a
- * response — the body's own failure included, and ClientGoneError once the client has left.
+ * Opens one request to the MCP server and sends `body` into it. Calls `done` exactly once: with
+ * the response head (the body is left for the caller to stream or drain), or with the error that
+ * ended the request before a response — the body's own failure included, and ClientGoneError once
+ * the client has left. A callback, not a promise: this runs for every tool call.
  */
 export function sendUpstream(
   target: UpstreamTarget,
   options: { method: string; path: string; headers: string[]; body: ClientBody; link: UpstreamLink },
-): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) => {
-    const { link } = options;
-    if (link.clientGone) return reject(new ClientGoneError('the client closed the connection'));
-    const request = target.transport.request({
-      protocol: target.url.protocol,
-      hostname: target.url.hostname,
-      port: target.url.port,
-      method: options.method,
-      path: options.path,
-      // A raw name/value list: sent as is, in order, repeats included; Node adds nothing but
-      // `Connection` (and chunked framing when no Content-Length is given).
-      headers: options.headers,
-      agent: target.agent,
-    });
-    link.request = request;
-    request.once('response', resolve);
-    // `on`, not `once`: a request can fail again after its response arrived (body refused, client
-    // gone), and an 'error' without a listener would bring the process down.
-    request.on('error', (error) =>
-      reject(link.clientGone ? new ClientGoneError('the client closed the connection', { cause: error }) : error),
-    );
-    options.body.sendTo(request);
+  done: UpstreamCallback,
+): void {
+  const { link } = options;
+  if (link.clientGone) return done(new ClientGoneError('the client closed the connection'));
+  let settled = false;
+  const request = target.transport.request({
+    protocol: target.url.protocol,
+    hostname: target.url.hostname,
+    port: target.url.port,
+    method: options.method,
+    path: options.path,
+    // A raw name/value list: sent as is, in order, repeats included; Node adds nothing but
+    // `Connection` (and chunked framing when no Content-Length is given).
+    headers: options.headers,
+    agent: target.agent,
   });
+  link.request = request;
+  request.once('response', (response: IncomingMessage) => {
+    if (settled) return void response.resume();
+    settled = true;
+    done(undefined, response);
+  });
+  // `on`, not `once`: a request can fail again after its response arrived (body refused, client
+  // gone), and an 'error' without a listener would bring the process down.
+  request.on('error', (error) => {
+    if (settled) return;
+    settled = true;
+    done(link.clientGone ? new ClientGoneError('the client closed the connection', { cause: error }) : error);
+  });
+  options.body.sendTo(request);
+}
+
+/** `sendUpstream` for the retry path, where a promise reads better and costs nothing that matters. */
+export function sendUpstreamAsync(
+  target: UpstreamTarget,
+  options: Parameters<typeof sendUpstream>[1],
+): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) =>
+    sendUpstream(target, options, (error, response) => (error ? reject(error) : resolve(response!))),
+  );
 }
 
 /**
@@ -197,15 +224,6 @@ export function sendUpstream(
 export function streamBack(upstream: IncomingMessage, res: ServerResponse, head: ResponseHead): void {
   // Set with setHeader underneath, so the MCP server's value of a field replaces any we set.
   res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, head.headers);
-  // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
-  // owed the head then (a GET stream is "open" once its 200 arrives). But the head usually comes
-  // in the same packet as the first event, which is read in this same turn of the event loop:
-  // waiting for that turn to end sends both in one write instead of two.
-  if (!head.sized) {
-    setImmediate(() => {
-      if (!res.headersSent && !res.destroyed) res.flushHeaders();
-    });
-  }
   upstream.on('close', () => {
     if (!upstream.complete) res.destroy();
   });
@@ -218,4 +236,13 @@ export function streamBack(upstream: IncomingMessage, res: ServerResponse, head:
     }
   });
   upstream.pipe(res);
+  // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
+  // owed the head then (a GET stream is "open" once its 200 arrives). But the head usually comes
+  // in the same packet as the first event, already buffered in `upstream`: pipe() lets it flow in
+  // the next tick, before this one, so head and event leave in one write instead of two.
+  if (!head.sized) {
+    process.nextTick(() => {
+      if (!res.headersSent && !res.destroyed) res.flushHeaders();
+    });
+  }
 }

@@ -19,6 +19,7 @@ import {
   ClientGoneError,
   createTarget,
   sendUpstream,
+  sendUpstreamAsync,
   streamBack,
   UpstreamLink,
 } from './forward.ts';
@@ -38,14 +39,27 @@ export interface McpProxyDeps {
  */
 export const GRANT_REVOKED_CHANNEL = 'proxy:grant-revoked';
 
+/** A validated access token of ours, as the hot-path cache keeps it. */
+interface KnownToken extends Caller {
+  /** From the token itself: opens its grant's vault record (its `tag` computed once). */
+  secret: GrantSecret;
+  /** Whether its scopes cover what `/mcp` requires. */
+  sufficient: boolean;
+}
+
 interface Admitted {
   /** Path and query on the MCP server. */
   path: string;
-  caller: Caller;
-  /** From the caller's access token: opens its grant's vault record. */
-  secret: GrantSecret;
+  caller: KnownToken;
   entry: VaultEntry;
 }
+
+/**
+ * Admission decided without I/O (cache hits, or the client already answered: undefined), or a
+ * promise of it when the store must be asked. Not always a promise: on the hot path every promise
+ * costs, more so with async hooks enabled (oidc-provider runs each request in AsyncLocalStorage).
+ */
+type Admission = Admitted | undefined | Promise<Admitted | undefined>;
 
 /** `.` and `..` path segments, percent-encoded or not: see `upstreamPath`. */
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
@@ -70,7 +84,7 @@ export function headerSafe(value: string): string {
  * The `/mcp` handler. Plain Node request and response: it runs as Express middleware, and as well
  * in front of Express for a request path that needs none of it.
  */
-export type McpProxy = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+export type McpProxy = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** Express sets `originalUrl` when a router rewrote `url`; plain Node leaves `url` alone. */
 const requestTarget = (req: IncomingMessage): string => (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/';
@@ -93,7 +107,7 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
 
   // Subscribed on the first request, not here: creating the app does no I/O.
   let revocations: Subscription | undefined;
-  const cache = new HotPathCache(
+  const cache = new HotPathCache<KnownToken>(
     () => (revocations ??= store.subscribe(GRANT_REVOKED_CHANNEL, (grantId) => cache.dropGrant(grantId))),
   );
   const invalidate = (grantId: string | undefined) => {
@@ -111,25 +125,6 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
   provider.on('grant.destroyed', (grant: { jti?: string }) => invalidate(grant.jti));
   provider.on('access_token.destroyed', (token: { grantId?: string }) => invalidate(token.grantId));
   provider.on('refresh_token.destroyed', (token: { grantId?: string }) => invalidate(token.grantId));
-
-  const callerFor = async (token: string): Promise<Caller | undefined> => {
-    const key = hashId(token);
-    const cached = cache.caller(key);
-    if (cached) return cached;
-    const stamp = cache.stamp();
-    const caller = await authenticate(provider, config.mcp.resourceUrl, token);
-    if (caller) cache.setCaller(key, caller, caller.tokenExpiresAt, stamp);
-    return caller;
-  };
-
-  const vaultEntryFor = async (grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined> => {
-    const cached = cache.vaultEntry(grantId, secret.tag);
-    if (cached) return cached;
-    const stamp = cache.stamp();
-    const entry = await vault.getFresh(grantId, secret);
-    if (entry) cache.setVaultEntry(grantId, secret.tag, entry, stamp);
-    return entry;
-  };
 
   const unauthorized = (res: ServerResponse, error?: 'invalid_token' | 'invalid_request', description?: string) =>
     sendChallenge(res, 401, prmUrl, { scope, error, description });
@@ -226,10 +221,11 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
   };
 
   /**
-   * Everything decided before the MCP server is contacted. Answers the client itself and returns
-   * undefined when the request goes no further; throws only when the store cannot answer.
+   * Everything decided before the MCP server is contacted. Answers the client itself when the
+   * request goes no further (undefined); a returned promise rejects only when the store cannot
+   * answer.
    */
-  const admit = async (req: IncomingMessage, res: ServerResponse): Promise<Admitted | undefined> => {
+  const admit = (req: IncomingMessage, res: ServerResponse): Admission => {
     const origin = req.headers.origin;
     if (origin !== undefined && !allowedOrigins.has(origin)) {
       // R6: a page from another origin (DNS rebinding included) must not drive the user's
@@ -253,17 +249,39 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
       else unauthorized(res);
       return;
     }
+    const key = hashId(token);
+    const known = cache.caller(key);
+    if (known) return admitCaller(req, res, route.path, known);
     // Our access tokens carry their grant's vault secret. Without one this is no token of ours
     // (an upstream token, R4) or one minted before tokens carried it: either way no vault record
     // opens for it, so the client is sent to log in without a store round trip.
     const secret = grantSecretOf(token);
-    const caller = secret && (await callerFor(token));
-    if (!secret || !caller) {
-      unauthorized(res, 'invalid_token', 'the access token is invalid, expired or not for this resource');
+    if (!secret) {
+      invalidToken(res);
       return;
     }
-    const granted = new Set(caller.scope.split(' '));
-    if (required.some((s) => !granted.has(s))) {
+    const stamp = cache.stamp();
+    return authenticate(provider, config.mcp.resourceUrl, token).then((caller) => {
+      if (!caller) {
+        invalidToken(res);
+        return;
+      }
+      const known: KnownToken = { ...caller, secret, sufficient: hasRequiredScopes(caller.scope) };
+      cache.setCaller(key, known, caller.tokenExpiresAt, stamp);
+      return admitCaller(req, res, route.path, known);
+    });
+  };
+
+  const hasRequiredScopes = (scope: string): boolean => {
+    const granted = new Set(scope.split(' '));
+    return required.every((s) => granted.has(s));
+  };
+
+  const invalidToken = (res: ServerResponse) =>
+    unauthorized(res, 'invalid_token', 'the access token is invalid, expired or not for this resource');
+
+  const admitCaller = (req: IncomingMessage, res: ServerResponse, path: string, caller: KnownToken): Admission => {
+    if (!caller.sufficient) {
       sendChallenge(res, 403, prmUrl, {
         error: 'insufficient_scope',
         scope,
@@ -275,81 +293,126 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
       refuseBody(req, res);
       return;
     }
-    const entry = await vaultEntryFor(caller.grantId, secret);
-    if (!entry) {
-      unauthorized(res, 'invalid_token', 'the login behind this token is no longer available');
-      return;
-    }
-    return { path: route.path, caller, secret, entry };
+    const { grantId, secret } = caller;
+    const cached = cache.vaultEntry(grantId, secret.tag);
+    if (cached) return { path, caller, entry: cached };
+    const stamp = cache.stamp();
+    return vault.getFresh(grantId, secret).then((entry) => {
+      if (!entry) {
+        unauthorized(res, 'invalid_token', 'the login behind this token is no longer available');
+        return;
+      }
+      cache.setVaultEntry(grantId, secret.tag, entry, stamp);
+      return { path, caller, entry };
+    });
   };
 
-  /** Streams the request to the MCP server and its answer back; on its 401, refresh and replay once. */
-  const forward = async (
+  const requestFor = (
     req: IncomingMessage,
     res: ServerResponse,
-    { path, caller, secret, entry }: Admitted,
-  ): Promise<void> => {
+    { path, caller }: Admitted,
+    body: ClientBody,
+    link: UpstreamLink,
+    credentials: UpstreamCredentials,
+    replay: boolean,
+  ) => ({
+    method: req.method ?? 'GET',
+    path,
+    headers: upstreamHeaders(req, res, caller, credentials, replay ? body.size : undefined),
+    body,
+    link,
+  });
+
+  /** Streams the request to the MCP server and its answer back; on its 401, refresh and replay once. */
+  const forward = (req: IncomingMessage, res: ServerResponse, admitted: Admitted): void => {
     // The client going away stops the MCP server's work on its behalf.
     const link = new UpstreamLink(res);
     const body = new ClientBody(req, limit);
-    const send = (credentials: UpstreamCredentials, replay: boolean) =>
-      sendUpstream(target, {
-        method: req.method ?? 'GET',
-        path,
-        headers: upstreamHeaders(req, res, caller, credentials, replay ? body.size : undefined),
-        body,
-        link,
-      });
-
-    try {
-      let response = await send(entry.credentials, false);
-      if (response.statusCode === 401) {
-        response.resume();
-        body.detach();
-        await body.finished;
-        let credentials: UpstreamCredentials;
-        const stamp = cache.stamp();
-        try {
-          credentials = await vault.refresh(caller.grantId, secret, entry.credentials.accessToken);
-        } catch (error) {
-          await refreshFailed(res, caller, error);
+    const options = requestFor(req, res, admitted, body, link, admitted.entry.credentials, false);
+    sendUpstream(target, options, (error, response) => {
+      try {
+        if (error) return forwardFailed(req, res, link, error);
+        if (response!.statusCode === 401) {
+          retryAfterRefresh(req, res, admitted, body, link, response!).catch((retryError: unknown) =>
+            forwardFailed(req, res, link, retryError),
+          );
           return;
         }
-        cache.setVaultEntry(caller.grantId, secret.tag, { ...entry, credentials }, stamp);
-        response = await send(credentials, true);
-        if (response.statusCode === 401) {
-          // A fresh upstream token refused too: this grant cannot reach the MCP server. Send the
-          // client back through login rather than echo the MCP server's own challenge.
-          response.resume();
-          log.warn('MCP server refused a freshly refreshed upstream token', { grant_id: caller.grantId });
-          unauthorized(res, 'invalid_token', 'the MCP server refused the upstream credentials');
-          return;
-        }
+        body.release();
+        streamBack(response!, res, forwardResponseHeaders(response!.rawHeaders, cookies));
+      } catch (unexpected) {
+        failUnexpectedly(res, unexpected);
       }
-      body.release();
-      streamBack(response, res, forwardResponseHeaders(response.rawHeaders, cookies));
-    } catch (error) {
-      if (error instanceof BodyTooLargeError) {
-        refuseBody(req, res);
-      } else if (error instanceof ClientGoneError || link.clientGone) {
-        res.destroy();
-      } else {
-        log.warn('MCP server unreachable', { error: (error as Error).message });
-        jsonError(res, 502, 'bad_gateway', 'the MCP server could not be reached');
-      }
-    }
+    });
   };
 
-  return async (req, res) => {
-    let admitted: Admitted | undefined;
+  const retryAfterRefresh = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    admitted: Admitted,
+    body: ClientBody,
+    link: UpstreamLink,
+    refused: IncomingMessage,
+  ): Promise<void> => {
+    const { caller, entry } = admitted;
+    refused.resume();
+    body.detach();
+    await body.whenRead();
+    let credentials: UpstreamCredentials;
+    const stamp = cache.stamp();
     try {
-      admitted = await admit(req, res);
+      credentials = await vault.refresh(caller.grantId, caller.secret, entry.credentials.accessToken);
     } catch (error) {
-      storeUnavailable(res, error);
+      await refreshFailed(res, caller, error);
       return;
     }
-    if (admitted) await forward(req, res, admitted);
+    cache.setVaultEntry(caller.grantId, caller.secret.tag, { ...entry, credentials }, stamp);
+    const response = await sendUpstreamAsync(target, requestFor(req, res, admitted, body, link, credentials, true));
+    if (response.statusCode === 401) {
+      // A fresh upstream token refused too: this grant cannot reach the MCP server. Send the
+      // client back through login rather than echo the MCP server's own challenge.
+      response.resume();
+      log.warn('MCP server refused a freshly refreshed upstream token', { grant_id: caller.grantId });
+      unauthorized(res, 'invalid_token', 'the MCP server refused the upstream credentials');
+      return;
+    }
+    body.release();
+    streamBack(response, res, forwardResponseHeaders(response.rawHeaders, cookies));
   };
+
+  const forwardFailed = (req: IncomingMessage, res: ServerResponse, link: UpstreamLink, error: unknown): void => {
+    if (error instanceof BodyTooLargeError) {
+      refuseBody(req, res);
+    } else if (error instanceof ClientGoneError || link.clientGone) {
+      res.destroy();
+    } else {
+      log.warn('MCP server unreachable', { error: (error as Error).message });
+      jsonError(res, 502, 'bad_gateway', 'the MCP server could not be reached');
+    }
+  };
+
+  return (req, res) => {
+    try {
+      const admission = admit(req, res);
+      if (admission === undefined) return;
+      if (!(admission instanceof Promise)) return forward(req, res, admission);
+      admission
+        .then(
+          (admitted) => admitted && forward(req, res, admitted),
+          (error: unknown) => storeUnavailable(res, error),
+        )
+        .catch((error: unknown) => failUnexpectedly(res, error));
+    } catch (error) {
+      failUnexpectedly(res, error);
+    }
+  };
+
+  /** A defect of ours, not the client's nor the MCP server's: logged in full, answered 500. */
+  function failUnexpectedly(res: ServerResponse, error: unknown): void {
+    log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
+    if (!res.headersSent) sendJson(res, 500, { error: 'server_error', error_description: 'internal error' });
+    else res.destroy();
+  }
 
   /**
    * The store did not answer: the client's token may well be fine, so no 401 (it would send the
