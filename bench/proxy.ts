@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: the same MCP JSON-RPC call (`tools/call echo`) sent straight to the example MCP
- * server and through the proxy, side by side in one run, at 1, 10 and 50 connections. Prints
- * requests/s, p50 and p99 latency, the proxy/direct ratios and the proxy's RSS.
+ * server, through the proxy, and through a bare forwarder (bench/bare-forwarder.ts, the cost of
+ * any Node.js hop), side by side in one run, at 1, 10 and 50 connections. Prints requests/s, p50
+ * and p99 latency, the proxy/direct ratios and the proxy's RSS.
  *
  * Everything runs on this machine: the proxy as its real web process (bin/mcp-auth-proxy.ts) with
  * the Redis store, the example MCP server as the proxy's child, and this load generator. Ratios
@@ -29,7 +30,9 @@ const LEVELS = [1, 10, 50];
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 interface Target {
-  name: 'direct' | 'proxy';
+  name: 'direct' | 'proxy' | 'bare';
+  /** The forwarding process in front of the MCP server, if any. */
+  pid?: number;
   url: URL;
   headers: Record<string, string>;
 }
@@ -39,6 +42,35 @@ interface Result {
   errors: number;
   seconds: number;
   latenciesMs: number[];
+}
+
+async function waitUntilListening(child: ChildProcess, url: string, output: () => string): Promise<void> {
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  for (let attempt = 0; attempt < 300; attempt++) {
+    if (exited) throw new Error(`${url}: exited before listening:\n${output()}`);
+    const ready = await fetch(url).then(
+      () => true,
+      () => false,
+    );
+    if (ready) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`${url}: not listening within 30 s:\n${output()}`);
+}
+
+async function startBareForwarder(mcpUrl: string): Promise<{ child: ChildProcess; url: URL }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/bare-forwarder.ts', String(port), mcpUrl], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let output = '';
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  const url = new URL(`http://127.0.0.1:${port}/mcp`);
+  await waitUntilListening(child, url.href, () => output);
+  return { child, url };
 }
 
 async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<ChildProcess> {
@@ -51,19 +83,8 @@ async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<Chil
   });
   let output = '';
   child.stderr!.on('data', (chunk) => (output += chunk));
-  let exited = false;
-  child.on('exit', () => (exited = true));
-  for (let attempt = 0; attempt < 300; attempt++) {
-    if (exited) throw new Error(`proxy exited before listening:\n${output}`);
-    const ready = await fetch(`${baseUrl}/.well-known/oauth-protected-resource`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ready) return child;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  child.kill('SIGKILL');
-  throw new Error(`proxy did not listen within 30 s:\n${output}`);
+  await waitUntilListening(child, `${baseUrl}/.well-known/oauth-protected-resource`, () => output);
+  return child;
 }
 
 function post(
@@ -213,7 +234,14 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-function summarize(result: Result) {
+interface Summary {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+function summarize(result: Result): Summary {
   const sorted = [...result.latenciesMs].sort((a, b) => a - b);
   return {
     rps: result.requests / result.seconds,
@@ -248,6 +276,7 @@ async function main(): Promise<void> {
   const [port, mcpPort] = [await freePort(), await freePort()];
   const prefix = `bench-${randomBytes(4).toString('hex')}:`;
   const baseUrl = `http://localhost:${port}`;
+  const children: ChildProcess[] = [];
   const proxy = await startProxy(
     {
       PORT: String(port),
@@ -277,89 +306,94 @@ async function main(): Promise<void> {
       user: 'bench',
       browser: createBrowser(),
     });
+    const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
+    const bare = await startBareForwarder(mcpUrl);
+    children.push(bare.child);
     const targets: Target[] = [
-      { name: 'direct', url: new URL(`http://127.0.0.1:${mcpPort}/mcp`), headers: {} },
+      { name: 'direct', url: new URL(mcpUrl), headers: {} },
       {
         name: 'proxy',
         url: new URL(`${baseUrl}/mcp`),
         headers: { authorization: `Bearer ${token.body.access_token}` },
+        pid: proxy.pid!,
       },
+      { name: 'bare', url: bare.url, headers: {}, pid: bare.child.pid! },
     ];
     const sessions = await Promise.all(targets.map(openSession));
-    // Warm both paths (JIT, keep-alive sockets, caches) before measuring.
+    // Warm every path (JIT, keep-alive sockets, caches) before measuring.
     for (const [i, target] of targets.entries()) await measure(target, sessions[i]!, 10, 1);
 
     const mcpPid = childPids(proxy.pid!)[0];
     // CPU per request of each process, so the ratios can be read against the machine: on a
     // 2-core machine the proxy path runs three busy processes where the direct path runs two.
-    // The machine is shared and noisy: direct and proxy are measured in short alternating slices,
-    // so a burst of outside load lands on both sides alike instead of on one whole measurement.
-    // wrk measures in whole seconds.
+    // The machine is shared and noisy: the targets are measured in short slices taken in turn
+    // (a different one first each time), so a burst of outside load lands on all of them alike
+    // instead of on one whole measurement. wrk measures in whole seconds.
     const SLICES = GENERATOR === 'wrk' ? Math.max(2, Math.round(SECONDS)) : Math.max(2, Math.round(SECONDS / 0.5));
     const interleaved = async (connections: number) => {
-      const totals = [0, 1].map(() => ({
+      const totals = targets.map(() => ({
         result: { requests: 0, errors: 0, seconds: 0, latenciesMs: [] as number[] },
-        proxy: 0,
+        hop: 0,
         mcp: 0,
         load: 0,
       }));
       for (let slice = 0; slice < SLICES; slice++) {
-        for (const i of slice % 2 === 0 ? [0, 1] : [1, 0]) {
-          const before = { proxy: cpuMs(proxy.pid!), mcp: mcpPid ? cpuMs(mcpPid) : NaN, load: process.cpuUsage() };
-          const result = await generate(targets[i]!, sessions[i]!, connections, SECONDS / SLICES);
+        for (let turn = 0; turn < targets.length; turn++) {
+          const i = (slice + turn) % targets.length;
+          const target = targets[i]!;
+          const hopCpu = () => (target.pid ? cpuMs(target.pid) : 0);
+          const before = { hop: hopCpu(), mcp: mcpPid ? cpuMs(mcpPid) : NaN, load: process.cpuUsage() };
+          const result = await generate(target, sessions[i]!, connections, SECONDS / SLICES);
           const load = process.cpuUsage(before.load);
           const total = totals[i]!;
           total.result.requests += result.requests;
           total.result.errors += result.errors;
           total.result.seconds += result.seconds;
           total.result.latenciesMs.push(...result.latenciesMs);
-          total.proxy += cpuMs(proxy.pid!) - before.proxy;
+          total.hop += hopCpu() - before.hop;
           total.mcp += mcpPid ? cpuMs(mcpPid) - before.mcp : NaN;
           total.load += (load.user + load.system) / 1000;
         }
       }
-      const [direct, viaProxy] = totals.map((total) => {
+      return totals.map((total, i) => {
         const summary = summarize(total.result);
         const perRequest = (ms: number) =>
           Number.isNaN(ms) ? '?' : ((ms * 1000) / Math.max(1, total.result.requests)).toFixed(0);
         return {
           ...summary,
           cpu: {
-            proxy: perRequest(total.proxy),
+            hop: targets[i]!.pid ? perRequest(total.hop) : '-',
             mcp: perRequest(total.mcp),
             load: GENERATOR === 'wrk' ? '?' : perRequest(total.load),
           },
         };
       });
-      return [direct!, viaProxy!] as const;
     };
 
     console.log(
-      `\n${SECONDS}s per target and level, in ${SLICES} alternating slices of each; load from ${GENERATOR}; ${cpus().length} CPUs\n`,
+      `\n${SECONDS}s per target and level, in ${SLICES} slices of each taken in turn; load from ${GENERATOR}; ${cpus().length} CPUs\n`,
     );
     console.log(
-      'conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy  mcp-server  load-generator',
+      'conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy or forwarder  mcp-server  load-generator',
     );
     const rows: string[] = [];
+    const ratio = (connections: number, label: string, hop: Summary, direct: Summary) =>
+      `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${((hop.rps / direct.rps) * 100).toFixed(1).padStart(5)}% of direct, p50 +${(hop.p50 - direct.p50).toFixed(2)} ms, p99 +${(hop.p99 - direct.p99).toFixed(2)} ms`;
     for (const connections of LEVELS) {
-      const [direct, viaProxy] = await interleaved(connections);
-      for (const [name, s] of [
-        ['direct', direct],
-        ['proxy', viaProxy],
-      ] as const) {
+      const results = await interleaved(connections);
+      for (const [i, s] of results.entries()) {
         console.log(
-          `${String(connections).padEnd(6)} ${name.padEnd(8)} ${s.rps.toFixed(0).padStart(7)} ${s.p50.toFixed(2).padStart(8)} ${s.p99.toFixed(2).padStart(8)} ${String(s.errors).padStart(8)}   ${s.cpu.proxy.padStart(20)} ${s.cpu.mcp.padStart(11)} ${s.cpu.load.padStart(15)}`,
+          `${String(connections).padEnd(6)} ${targets[i]!.name.padEnd(8)} ${s.rps.toFixed(0).padStart(7)} ${s.p50.toFixed(2).padStart(8)} ${s.p99.toFixed(2).padStart(8)} ${String(s.errors).padStart(8)}   ${s.cpu.hop.padStart(33)} ${s.cpu.mcp.padStart(11)} ${s.cpu.load.padStart(15)}`,
         );
       }
-      rows.push(
-        `${String(connections).padEnd(6)} throughput ${((viaProxy.rps / direct.rps) * 100).toFixed(1)}% of direct, p50 +${(viaProxy.p50 - direct.p50).toFixed(2)} ms, p99 +${(viaProxy.p99 - direct.p99).toFixed(2)} ms`,
-      );
+      const [direct, viaProxy, viaBare] = [results[0]!, results[1]!, results[2]!];
+      rows.push(ratio(connections, 'proxy', viaProxy, direct), ratio(connections, 'bare forwarder', viaBare, direct));
     }
-    console.log('\nproxy / direct');
+    console.log('\nthrough a hop / direct (the bare forwarder: what any Node.js hop costs on this machine)');
     for (const row of rows) console.log(row);
     console.log(`\nproxy RSS: ${rssMiB(proxy.pid!).toFixed(1)} MiB`);
   } finally {
-    proxy.kill('SIGTERM');
+    for (const child of [proxy, ...children]) child.kill('SIGTERM');
     const redis = new Redis(REDIS_URL);
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length) await redis.del(...keys);
