@@ -1,4 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { currentRequest, RequestContext, runInRequest } from './request-context.ts';
 
 /**
  * Logfmt lines on stdout/stderr, one per event, for Heroku's log router. Every line made while a
@@ -12,18 +12,17 @@ const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40
 const SECRET_KEY =
   /(token|secret|password|authorization|cookie|code_verifier|verifier|^code$|assertion|jwks|private|^key$|^d$|state)/i;
 
-const context = new AsyncLocalStorage<{ requestId: string }>();
 let threshold = LEVELS[(process.env.LOG_LEVEL as Level) ?? 'info'] ?? LEVELS.info;
 let sink: (line: string, level: Level) => void = (line, level) => {
   (level === 'error' || level === 'warn' ? process.stderr : process.stdout).write(line + '\n');
 };
 
 export function runWithRequestId<T>(requestId: string, fn: () => T): T {
-  return context.run({ requestId }, fn);
+  return runInRequest(new RequestContext(requestId), fn);
 }
 
 export function currentRequestId(): string | undefined {
-  return context.getStore()?.requestId;
+  return currentRequest()?.requestId;
 }
 
 /** Test hook: capture lines instead of writing them. Returns a function that restores the sink. */

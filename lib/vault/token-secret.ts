@@ -1,9 +1,9 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import express, { Router, type Request, type Response } from 'express';
 import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { Logger } from '../telemetry/log.ts';
+import { currentRequest } from '../telemetry/request-context.ts';
 import { GrantSecret, grantSecretOf, tokenValueWith } from './grant-secret.ts';
 
 /**
@@ -39,7 +39,23 @@ interface Refusal {
   description: string;
 }
 
-const issuance = new AsyncLocalStorage<Issuance>();
+/**
+ * The issuance of the request being served, attached to its request context rather than kept in
+ * an AsyncLocalStorage of its own (see request-context.ts for why one is enough).
+ */
+const issuances = new WeakMap<object, Issuance>();
+
+function currentIssuance(): Issuance | undefined {
+  const request = currentRequest();
+  return request && issuances.get(request);
+}
+
+/** Makes `context` what the rest of this request may mint with; without a request context, nothing. */
+function issueWith(context: Issuance, next: () => void): void {
+  const request = currentRequest();
+  if (request) issuances.set(request, context);
+  next();
+}
 
 /** The models whose values are the bearer's secret and belong to one grant. */
 const BOUND_MODELS = ['AuthorizationCode', 'AccessToken', 'RefreshToken'] as const;
@@ -75,7 +91,7 @@ export function bindTokensToGrantSecrets(provider: Provider, log: Logger): void 
       if (this.format !== undefined && this.format !== 'opaque') {
         throw new Error(`${this.kind} in format ${this.format} cannot carry its grant secret`);
       }
-      const context = issuance.getStore();
+      const context = currentIssuance();
       if (!context) {
         // An issuing path nobody wired (a grant type or endpoint enabled later): refused rather
         // than minting a token whose grant's upstream credentials nobody can open.
@@ -227,7 +243,7 @@ export function grantSecretContext({ paths, cookieKey, secure, log }: GrantSecre
   // Normally parsed already by the client policies in front; body-parser skips a parsed body.
   const form = express.urlencoded({ extended: false, limit: '64kb' });
 
-  router.post(paths.token, form, (req, _res, next) => issuance.run(fromTokenRequest(req.body), next));
+  router.post(paths.token, form, (req, _res, next) => issueWith(fromTokenRequest(req.body), next));
 
   router.get(`${paths.authorization}/:uid`, (req: Request, res: Response, next) => {
     const uid = String(req.params.uid);
@@ -249,7 +265,7 @@ export function grantSecretContext({ paths, cookieKey, secure, log }: GrantSecre
     }
     // Only matters when a code is minted: a resume that ends the login with an error needs no G.
     if (values.length && !context.secret) log.warn('grant secret cookie refused: altered, expired or of another login');
-    issuance.run(context, next);
+    issueWith(context, next);
   });
 
   return router;
