@@ -228,13 +228,7 @@ export function streamBack(upstream: IncomingMessage, res: ServerResponse, head:
     if (!upstream.complete) res.destroy();
   });
   // Chunks read together (the last event and the end of the stream, typically) leave in one
-  // write: corked until the reads of this turn are done, never longer.
-  upstream.on('data', () => {
-    if (res.writableCorked === 0) {
-      res.cork();
-      process.nextTick(() => res.uncork());
-    }
-  });
+  // write without help: Node corks the socket at a response's first write until the next tick.
   upstream.pipe(res);
   // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
   // owed the head then (a GET stream is "open" once its 200 arrives). But the head usually comes
