@@ -2,8 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer, type Server } from 'node:https';
+import { createServer as createHttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,24 +27,16 @@ import { captureLogs, log } from '../lib/telemetry/log.ts';
 import { createViews } from '../lib/views/index.ts';
 import { createBrowser } from './helpers/browser.ts';
 import { authorizationUrl as sharedAuthorizationUrl, codeFlow, pkce } from './helpers/oauth.ts';
+import { startPathServer, type PathServer } from './helpers/path-server.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
 // --- A document host: https on 127.0.0.1 with a self-signed certificate --------------------------
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-
-interface DocumentHost {
+interface DocumentHost extends PathServer {
   /** `https://127.0.0.1:<port>` */
   readonly ip: string;
   /** `https://localhost:<port>` */
   readonly name: string;
-  /** Requests per path. */
-  readonly hits: Map<string, number>;
-  /** TCP connections accepted, whatever came of them. */
-  connections: number;
-  serve(path: string, handler: Handler): void;
-  json(path: string, body: unknown, headers?: Record<string, string>): void;
-  close(): Promise<void>;
 }
 
 async function startDocumentHost(): Promise<DocumentHost> {
@@ -74,39 +65,12 @@ async function startDocumentHost(): Promise<DocumentHost> {
       ],
       { stdio: 'ignore' },
     );
-    const handlers = new Map<string, Handler>();
-    const hits = new Map<string, number>();
-    const server: Server = createHttpsServer(
-      { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
-      (req, res) => {
-        const path = new URL(req.url ?? '/', 'https://x').pathname;
-        hits.set(path, (hits.get(path) ?? 0) + 1);
-        const handler = handlers.get(path);
-        if (handler) handler(req, res);
-        else res.writeHead(404).end();
-      },
-    );
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const { port } = server.address() as AddressInfo;
-    const host: DocumentHost = {
-      ip: `https://127.0.0.1:${port}`,
-      name: `https://localhost:${port}`,
-      hits,
-      connections: 0,
-      serve: (path, handler) => void handlers.set(path, handler),
-      json(path, body, headers = {}) {
-        handlers.set(path, (_req, res) => {
-          res.writeHead(200, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
-        });
-      },
-      async close() {
-        server.closeAllConnections();
-        await new Promise((resolve) => server.close(resolve));
-      },
-    };
-    server.on('connection', () => (host.connections += 1));
-    return host;
+    const server = await startPathServer({
+      key: readFileSync(join(dir, 'key.pem')),
+      cert: readFileSync(join(dir, 'cert.pem')),
+    });
+    // The same object, not a copy: its connection count is kept up to date by the server.
+    return Object.assign(server, { ip: server.origin, name: `https://localhost:${server.port}` });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,6 +1,5 @@
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +15,7 @@ import {
   type IdentityClientOptions,
 } from '../lib/identity/index.ts';
 import type { Logger } from '../lib/telemetry/log.ts';
+import { startPathServer, type PathServer } from './helpers/path-server.ts';
 
 /**
  * SPEC R24: every URL the upstream identity client fetches (discovery, token, userinfo, JWKS) is
@@ -26,47 +26,6 @@ import type { Logger } from '../lib/telemetry/log.ts';
  * No test here sends a packet anywhere but 127.0.0.1: the non-loopback addresses are IP literals
  * the policy refuses before fetch is called.
  */
-
-type Handler = (req: IncomingMessage, res: ServerResponse) => void;
-
-/** A local listener that counts TCP connections and requests per path. */
-interface Listener {
-  readonly port: number;
-  /** `http://127.0.0.1:<port>` */
-  readonly origin: string;
-  connections: number;
-  readonly hits: Map<string, number>;
-  serve(path: string, handler: Handler): void;
-  close(): Promise<void>;
-}
-
-async function startHttpListener(): Promise<Listener> {
-  const handlers = new Map<string, Handler>();
-  const hits = new Map<string, number>();
-  const server = createHttpServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
-    hits.set(path, (hits.get(path) ?? 0) + 1);
-    const handler = handlers.get(path);
-    if (handler) handler(req, res);
-    else res.writeHead(404).end();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  const listener: Listener = {
-    port,
-    origin: `http://127.0.0.1:${port}`,
-    connections: 0,
-    hits,
-    serve: (path, handler) => void handlers.set(path, handler),
-    async close() {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-  server.on('connection', () => (listener.connections += 1));
-  return listener;
-}
 
 /** Accepts TCP connections, counts them and hangs up: enough to tell whether one was attempted. */
 async function startTcpCounter(): Promise<{ port: number; connections: () => number; close(): Promise<void> }> {
@@ -136,10 +95,10 @@ describe('upstream identity provider: outbound fetch policy (R24)', function () 
   });
 
   describe('in production (no LOCAL_INSECURE), refused before connecting', function () {
-    let listener: Listener;
+    let listener: PathServer;
     let counter: Awaited<ReturnType<typeof startTcpCounter>>;
     before(async function () {
-      listener = await startHttpListener();
+      listener = await startPathServer();
       listener.serve('/.well-known/openid-configuration', (_req, res) => {
         res
           .writeHead(200, { 'content-type': 'application/json' })
@@ -244,9 +203,9 @@ describe('upstream identity provider: outbound fetch policy (R24)', function () 
   });
 
   describe('with LOCAL_INSECURE (or the embedded development IdP)', function () {
-    let listener: Listener;
+    let listener: PathServer;
     before(async function () {
-      listener = await startHttpListener();
+      listener = await startPathServer();
     });
     after(async function () {
       await listener?.close();
@@ -346,7 +305,7 @@ describe('upstream identity provider: outbound fetch policy (R24)', function () 
     });
 
     it('returns a redirect as it is, never following it', async function () {
-      const listener = await startHttpListener();
+      const listener = await startPathServer();
       try {
         listener.serve(
           '/token',
