@@ -12,7 +12,8 @@ import { GRANT_SECRET_COOKIE, grantSecretCookie } from '../lib/vault/token-secre
 import { createViews } from '../lib/views/index.ts';
 import { createBrowser, type Browser, type Page } from './helpers/browser.ts';
 import { captureOutput } from './helpers/capture.ts';
-import { mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
+import { dumpRedis } from './helpers/redis.ts';
+import { authorizationUrl, mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1:33418/callback';
@@ -74,27 +75,7 @@ describe('vault records open only with the server key and a live token of their 
     await stack?.close();
   });
 
-  async function dump(): Promise<Map<string, string>> {
-    const entries = new Map<string, string>();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-      for (const key of keys) {
-        const type = await redis.type(key);
-        const value =
-          type === 'string'
-            ? await redis.get(key)
-            : type === 'hash'
-              ? JSON.stringify(await redis.hgetall(key))
-              : type === 'set'
-                ? JSON.stringify(await redis.smembers(key))
-                : type;
-        entries.set(key, value ?? '');
-      }
-      cursor = next;
-    } while (cursor !== '0');
-    return entries;
-  }
+  const dump = () => dumpRedis(redis, prefix);
 
   async function vaultGrants(): Promise<Set<string>> {
     const marker = `${prefix}vault:`;
@@ -141,14 +122,8 @@ describe('vault records open only with the server key and a live token of their 
   }
 
   function authorizationRequest(clientId: string, verifier: string): string {
-    return `${stack.baseUrl}/auth?${new URLSearchParams({
-      client_id: clientId,
-      response_type: 'code',
-      redirect_uri: REDIRECT_URI,
-      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-      code_challenge_method: 'S256',
-      scope: 'openid offline_access',
-    })}`;
+    const challenge = createHash('sha256').update(verifier).digest('base64url');
+    return authorizationUrl(stack.baseUrl, clientId, REDIRECT_URI, challenge, { scope: 'openid offline_access' });
   }
 
   /** A started login, stopped at the redirect from our upstream callback to the resume endpoint. */

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -10,6 +10,7 @@ import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { deriveKeyMaterial } from '../lib/auth-server/keys.ts';
+import { sha256Hex } from '../lib/dev/example-mcp-server.ts';
 import { startDevIdentityProvider, type DevIdentityProvider } from '../lib/dev/identity-provider.ts';
 import {
   createIdentityClient,
@@ -36,11 +37,11 @@ import {
 } from '../lib/vault/index.ts';
 import { freePort, startStack, TestOAuthClient, type Stack } from './helpers/stack.ts';
 import { captureOutput } from './helpers/capture.ts';
+import { dumpRedis } from './helpers/redis.ts';
 
 const REDIS_URL = process.env.TEST_REDIS_URL!;
 const random = (bytes = 16) => randomBytes(bytes).toString('base64url');
 const epoch = () => Math.floor(Date.now() / 1000);
-const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 /** The grant secret G of the unit tests' grants; the end-to-end tests read each grant's from its token. */
 const secret = GrantSecret.generate();
 
@@ -48,25 +49,13 @@ function redisStore(keyPrefix: string): Store {
   return createRedisStore({ url: REDIS_URL, keyPrefix, tlsRejectUnauthorized: false });
 }
 
-async function dumpRedis(prefix: string): Promise<Map<string, string>> {
+async function dumpPrefix(prefix: string): Promise<Map<string, string>> {
   const redis = new Redis(REDIS_URL);
-  const dump = new Map<string, string>();
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-      for (const key of keys) {
-        const type = await redis.type(key);
-        const value =
-          type === 'string' ? await redis.get(key) : type === 'hash' ? JSON.stringify(await redis.hgetall(key)) : type;
-        dump.set(key, value ?? '');
-      }
-      cursor = next;
-    } while (cursor !== '0');
+    return await dumpRedis(redis, prefix);
   } finally {
     redis.disconnect();
   }
-  return dump;
 }
 
 async function deletePrefix(prefix: string): Promise<void> {
@@ -148,7 +137,7 @@ describe('vault: upstream credentials at rest', function () {
     const grantId = random();
     const entry = entryWith({ scope: 'openid profile' });
     await vault.put(grantId, secret, entry);
-    const dump = await dumpRedis(prefix);
+    const dump = await dumpPrefix(prefix);
     const record = dump.get(`${prefix}${vaultKeyFor(grantId)}`);
     expect(record).to.match(/^v3\.[\w-]{8}\.[\w-]{16}\.[\w-]+\.[\w-]{22}$/);
     const everything = [...dump].flat().join('\n');
@@ -648,7 +637,7 @@ describe('vault and proxy end to end: refresh, failure policy, no leaks', functi
   const secrets = new Map<string, GrantSecret>();
 
   async function vaultGrants(): Promise<Set<string>> {
-    const keys = [...(await dumpRedis(prefix)).keys()];
+    const keys = [...(await dumpPrefix(prefix)).keys()];
     const marker = `${prefix}vault:`;
     return new Set(keys.filter((k) => k.startsWith(marker)).map((k) => k.slice(marker.length)));
   }
@@ -792,9 +781,9 @@ describe('vault and proxy end to end: refresh, failure policy, no leaks', functi
     expect(stack.idp.stats.refreshes - refreshes).to.equal(1);
     const fresh = (await upstreamOf(bob.grantId))!.accessToken;
     expect(fresh).to.not.equal(original!.credentials.accessToken);
-    expect(stack.mcp.locals.seenTokenHashes.has(sha256(fresh)), 'forwarded with the new token').to.equal(true);
+    expect(stack.mcp.locals.seenTokenHashes.has(sha256Hex(fresh)), 'forwarded with the new token').to.equal(true);
     expect(
-      stack.mcp.locals.seenTokenHashes.has(sha256(original!.credentials.accessToken)),
+      stack.mcp.locals.seenTokenHashes.has(sha256Hex(original!.credentials.accessToken)),
       'old token never sent',
     ).to.equal(false);
     expectSuccess(await call(bob, 1), 1);
