@@ -1,9 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createBrowser, parseForms, type Browser, type Page } from './helpers/browser.ts';
-import { registerClient } from './helpers/oauth.ts';
+import { authorizationUrl, pkce, registerClient } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
 import { consentKey, consentRedirectUri } from '../lib/interactions/consent.ts';
 
@@ -65,19 +65,12 @@ describe('consent (R19) and the consent page', function () {
     redirectUri = LOOPBACK_REDIRECT,
     extra: Record<string, string> = {},
   ): Authorization {
-    const verifier = randomBytes(32).toString('base64url');
-    const url = new URL(`${stack.baseUrl}/auth`);
-    url.search = new URLSearchParams({
-      client_id: client.clientId,
-      response_type: 'code',
-      redirect_uri: redirectUri,
-      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-      code_challenge_method: 'S256',
-      scope: 'openid',
+    const { verifier, challenge } = pkce();
+    const url = authorizationUrl(stack.baseUrl, client.clientId, redirectUri, challenge, {
       state: randomBytes(8).toString('hex'),
       ...extra,
-    }).toString();
-    return { url: url.href, verifier, redirectUri };
+    });
+    return { url, verifier, redirectUri };
   }
 
   /** Follows redirects by hand from `page`, recording each response, stopping before `stopAt`. */

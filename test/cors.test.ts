@@ -1,8 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import type { Client, KoaContextWithOIDC } from 'oidc-provider';
 import { clientBasedCors } from '../lib/auth-server/cors.ts';
 import { createBrowser } from './helpers/browser.ts';
+import { authorizationUrl, pkce } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
 /** Where MCP Inspector's page lives, and the redirect URI it registers there. */
@@ -74,16 +74,11 @@ describe('CORS for browser-based MCP clients (MCP Inspector)', function () {
 
   /** The Inspector's login: the browser part, then the code exchange from the Inspector's page. */
   async function inspectorLogin(clientId: string): Promise<{ access_token: string; refresh_token: string }> {
-    const verifier = randomBytes(32).toString('base64url');
-    const url = `${stack.baseUrl}/auth?${new URLSearchParams({
-      client_id: clientId,
-      response_type: 'code',
-      redirect_uri: INSPECTOR_CALLBACK,
-      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-      code_challenge_method: 'S256',
+    const { verifier, challenge } = pkce();
+    const url = authorizationUrl(stack.baseUrl, clientId, INSPECTOR_CALLBACK, challenge, {
       scope: 'openid offline_access',
       state: 'inspector-state',
-    })}`;
+    });
     const back = await authorizeInBrowser(createBrowser(), url, INSPECTOR_CALLBACK);
     const exchanged = await send(
       'POST',
@@ -292,14 +287,7 @@ describe('CORS for browser-based MCP clients (MCP Inspector)', function () {
   describe('never on pages a user navigates to', function () {
     it('no CORS on /interaction/* (consent page and callback), preflight or not', async function () {
       const clientId = await registerInspector();
-      const url = `${stack.baseUrl}/auth?${new URLSearchParams({
-        client_id: clientId,
-        response_type: 'code',
-        redirect_uri: INSPECTOR_CALLBACK,
-        code_challenge: createHash('sha256').update('v'.repeat(43)).digest('base64url'),
-        code_challenge_method: 'S256',
-        scope: 'openid',
-      })}`;
+      const url = authorizationUrl(stack.baseUrl, clientId, INSPECTOR_CALLBACK);
       const browser = createBrowser();
       const consent = await browser.follow(url);
       expect(consent.body, 'reached the consent page').to.contain('Confirm login');

@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { sha256Hex } from '../lib/dev/example-mcp-server.ts';
 import { createBrowser } from './helpers/browser.ts';
 import { authorizationUrl } from './helpers/oauth.ts';
 import {
@@ -17,8 +17,6 @@ import {
   TestOAuthClient,
   type Stack,
 } from './helpers/stack.ts';
-
-const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 
 interface WhoAmI {
   tokenSha256?: string;
@@ -67,7 +65,7 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
 
   it('R4: the MCP server sees the upstream token and identity headers, never our token', async function () {
     const seen = await whoami(aliceClient);
-    const ours = sha256(alice.savedTokens!.access_token);
+    const ours = sha256Hex(alice.savedTokens!.access_token);
     expect(seen.tokenSha256).to.match(/^[0-9a-f]{64}$/);
     expect(seen.tokenSha256).to.not.equal(ours);
     expect(stack.mcp.locals.seenTokenHashes.has(ours)).to.equal(false);

@@ -1,10 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { REFRESH_GRACE_SECONDS } from '../lib/auth-server/refresh-grace.ts';
+import { hashId } from '../lib/store/hash.ts';
 import { createBrowser } from './helpers/browser.ts';
-import { mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
+import { authorizationUrl, mcpInitialize, pkce, registerClient, tokenRequest } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
 interface TokenBody {
@@ -77,15 +77,10 @@ describe('refresh tokens (R14), revocation (RFC 7009) and no-store (R17)', funct
   /** Registration (unless given a client), browser login at the upstream IdP, code exchange. */
   async function login(client?: Registered, user = 'alice'): Promise<Login> {
     client ??= await register();
-    const verifier = randomBytes(32).toString('base64url');
-    const url = `${stack.baseUrl}/auth?${new URLSearchParams({
-      client_id: client.client_id,
-      response_type: 'code',
-      redirect_uri: REDIRECT_URI,
-      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-      code_challenge_method: 'S256',
+    const { verifier, challenge } = pkce();
+    const url = authorizationUrl(stack.baseUrl, client.client_id, REDIRECT_URI, challenge, {
       scope: 'openid offline_access',
-    })}`;
+    });
     const before = await vaultKeys();
     const back = await authorizeInBrowser(createBrowser(), url, REDIRECT_URI, { user });
     const code = back.searchParams.get('code');
@@ -112,8 +107,7 @@ describe('refresh tokens (R14), revocation (RFC 7009) and no-store (R17)', funct
     return res.status;
   }
 
-  const graceKey = (refreshToken: string) =>
-    `${prefix}refresh-grace:${createHash('sha256').update(refreshToken).digest('base64url')}`;
+  const graceKey = (refreshToken: string) => `${prefix}refresh-grace:${hashId(refreshToken)}`;
 
   /** `grant.revoked` deletes the vault record after the response; give it a moment. */
   async function expectGone(key: string): Promise<void> {
