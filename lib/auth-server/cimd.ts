@@ -200,6 +200,55 @@ export function bundledAgent(): AgentConstructor {
   return constructor as AgentConstructor;
 }
 
+/**
+ * What carries a checked fetch to a host: an agent whose connections resolve through `policy`;
+ * and where `lenientLoopback` (development only), for a loopback host name, an agent that accepts
+ * self-signed certificates but can only ever reach loopback addresses.
+ */
+export function checkedDispatchers(
+  policy: AddressPolicy,
+  lenientLoopback: boolean,
+  resolve: Resolver = systemResolver,
+): (hostname: string) => Dispatcher {
+  const Agent = bundledAgent();
+  const verified = new Agent({ connect: { lookup: guardedLookup(policy, resolve) } });
+  const loopbackOnly = lenientLoopback
+    ? new Agent({
+        connect: {
+          lookup: guardedLookup({ publicAddresses: false, loopback: true }, resolve),
+          rejectUnauthorized: false,
+        },
+      })
+    : undefined;
+  return (hostname) => (loopbackOnly && isLoopbackHost(hostname) ? loopbackOnly : verified);
+}
+
+/**
+ * One request through a checked dispatcher: a redirect is handed back, never followed; the
+ * caller's signal and `timeoutMs` both end it; a refusal by the address check surfaces as the
+ * OutboundFetchRefused itself, not as the TypeError fetch wraps it in.
+ */
+export async function fetchThrough(
+  fetchImpl: typeof fetch,
+  url: URL,
+  init: RequestInit,
+  dispatcher: Dispatcher,
+  timeoutMs: number,
+): Promise<Response> {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  try {
+    return await fetchImpl(url, {
+      ...init,
+      redirect: 'manual',
+      signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout,
+      dispatcher,
+    });
+  } catch (error) {
+    const cause = (error as { cause?: unknown }).cause;
+    throw cause instanceof OutboundFetchRefused ? cause : error;
+  }
+}
+
 /** Responses that may not carry a body (Fetch standard), so cannot be rebuilt with one. */
 const NULL_BODY_STATUSES = new Set([204, 205, 304]);
 
@@ -234,19 +283,9 @@ export function createOutboundFetch({
   fetchImpl = fetch,
   resolve = systemResolver,
 }: OutboundFetchOptions): OutboundFetch {
-  const Agent = bundledAgent();
   const policy: AddressPolicy = { publicAddresses: true, loopback: allowLoopback };
-  const verified = new Agent({ connect: { lookup: guardedLookup(policy, resolve) } });
   // Development tests serve documents over https from 127.0.0.1 with a self-signed certificate.
-  // That leniency gets an agent of its own that can only ever reach loopback addresses.
-  const loopbackOnly = allowLoopback
-    ? new Agent({
-        connect: {
-          lookup: guardedLookup({ publicAddresses: false, loopback: true }, resolve),
-          rejectUnauthorized: false,
-        },
-      })
-    : undefined;
+  const dispatcherFor = checkedDispatchers(policy, allowLoopback, resolve);
 
   return async (input, init = {}) => {
     const raw = input instanceof Request ? input.url : String(input);
@@ -263,20 +302,13 @@ export function createOutboundFetch({
       const refusal = addressRefusal(literal, policy);
       if (refusal) refuse(refusal);
     }
-    const dispatcher = loopbackOnly && isLoopbackHost(url.hostname) ? loopbackOnly : verified;
-    const timeout = AbortSignal.timeout(FETCH_TIMEOUT_MS);
 
     let response: Response;
     try {
-      response = await fetchImpl(url, {
-        ...init,
-        redirect: 'manual',
-        signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout,
-        dispatcher,
-      });
+      response = await fetchThrough(fetchImpl, url, init, dispatcherFor(url.hostname), FETCH_TIMEOUT_MS);
     } catch (error) {
+      if (error instanceof OutboundFetchRefused) refuse(error.message);
       const cause = (error as { cause?: unknown }).cause;
-      if (cause instanceof OutboundFetchRefused) refuse(cause.message);
       // oidc-provider shows clients a generic "fetch failed" (telling timeouts from refused
       // connections would make it a port scanner); the operator reads why here.
       log.info('outbound fetch failed', { url: where, error: cause instanceof Error ? cause.message : error });

@@ -3,8 +3,8 @@ import { isIP } from 'node:net';
 import * as oidc from 'openid-client';
 import {
   addressRefusal,
-  bundledAgent,
-  guardedLookup,
+  checkedDispatchers,
+  fetchThrough,
   OutboundFetchRefused,
   readCapped,
   type AddressPolicy,
@@ -136,18 +136,8 @@ export function createIdentityFetch({
   log,
   resolve,
 }: IdentityFetchOptions): oidc.CustomFetch {
-  const Agent = bundledAgent();
-  const verified = new Agent({ connect: { lookup: guardedLookup(addressPolicy(allowInsecure), resolve) } });
-  // The development IdP may serve https from 127.0.0.1 with a self-signed certificate. That
-  // leniency gets an agent of its own that can only ever reach loopback addresses.
-  const loopbackOnly = allowInsecure
-    ? new Agent({
-        connect: {
-          lookup: guardedLookup({ publicAddresses: false, loopback: true }, resolve),
-          rejectUnauthorized: false,
-        },
-      })
-    : undefined;
+  // The development IdP may serve https from 127.0.0.1 with a self-signed certificate.
+  const dispatcherFor = checkedDispatchers(addressPolicy(allowInsecure), allowInsecure, resolve);
 
   return async (input, init) => {
     const url = new URL(input);
@@ -160,21 +150,12 @@ export function createIdentityFetch({
 
     const refusal = identityUrlRefusal(url, allowInsecure);
     if (refusal) refuse(refusal);
-    const timeout = AbortSignal.timeout(timeoutMs);
-
-    let response: Response;
-    try {
-      response = await fetch(url, {
-        ...init,
-        redirect: 'manual',
-        signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout,
-        dispatcher: loopbackOnly && isLoopbackHost(url.hostname) ? loopbackOnly : verified,
-      });
-    } catch (error) {
-      const cause = (error as { cause?: unknown }).cause;
-      if (cause instanceof OutboundFetchRefused) refuse(cause.message);
-      throw error;
-    }
+    const response = await fetchThrough(fetch, url, init, dispatcherFor(url.hostname), timeoutMs).catch(
+      (error: unknown) => {
+        if (error instanceof OutboundFetchRefused) refuse(error.message);
+        throw error;
+      },
+    );
 
     const body = await readCapped(response, IDENTITY_MAX_BYTES).catch((error: unknown) => {
       if (error instanceof OutboundFetchRefused) refuse(error.message);
