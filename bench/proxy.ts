@@ -4,7 +4,7 @@
  * any Node.js hop), side by side in one run, at 1, 10 and 50 connections. Prints requests/s, p50
  * and p99 latency, the proxy/direct ratios and the proxy's RSS.
  *
- * Everything runs on this machine: the proxy as its real web process (bin/mcp-auth-proxy.ts) with
+ * Everything runs on this machine: the proxy as its real web process (lib/main.ts) with
  * the Redis store, the example MCP server as the proxy's child, and this load generator. Ratios
  * matter, not absolute figures: the three share the same cores.
  *
@@ -76,7 +76,7 @@ async function startBareForwarder(mcpUrl: string): Promise<{ child: ChildProcess
 async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<ChildProcess> {
   // BENCH_PROXY_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, profiles the proxy process.
   const nodeArgs = process.env.BENCH_PROXY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'lib/main.ts'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -343,13 +343,13 @@ describe('start-up failures name what and where', function () {
   });
 });
 
-describe('the web process (bin/mcp-auth-proxy.ts)', function () {
+describe('the web process (lib/main.ts)', function () {
   function run(
     env: NodeJS.ProcessEnv,
     until?: RegExp,
   ): Promise<{ code: number | null; stdout: string; stderr: string; kill: () => void }> {
     return new Promise((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'lib/main.ts'], {
         env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
         cwd: new URL('..', import.meta.url).pathname,
       });
@@ -427,7 +427,7 @@ describe('the web process (bin/mcp-auth-proxy.ts)', function () {
     const [port, mcpPort] = [await freePort(), await freePort()];
     // Prints its pid, then never listens: the proxy is still waiting for it when told to stop.
     const script = 'console.log("child-pid=" + process.pid); setInterval(() => {}, 1000)';
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/mcp-auth-proxy.ts'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/main.ts'], {
       env: {
         PATH: process.env.PATH,
         HOME: process.env.HOME,

@@ -1,10 +1,9 @@
-#!/usr/bin/env node
-// The web process: `npm start`, locally and as the Procfile's web process on Heroku.
+// The web process: `npm start` locally, and the buildpack's web command on Heroku.
 import { config as loadDotenv } from 'dotenv';
-import { ConfigError } from '../lib/config/index.ts';
-import { StartupError, connectInstructions, start } from '../lib/start.ts';
-import { IdentityError } from '../lib/identity/index.ts';
-import { log } from '../lib/telemetry/log.ts';
+import { ConfigError } from './config/index.ts';
+import { StartupError, connectInstructions, start } from './start.ts';
+import { IdentityError } from './identity/index.ts';
+import { log } from './telemetry/log.ts';
 
 // `.env` is for local work only; on Heroku the environment comes from config vars.
 if (process.env.NODE_ENV !== 'production') loadDotenv({ quiet: true });
