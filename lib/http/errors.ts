@@ -6,6 +6,20 @@
  * a generic message for its status; its details go to the log with the request id.
  */
 
+/**
+ * The root of this server's errors: a stable `code` to branch on and an optional `cause`. Errors
+ * that never become an HTTP answer (configuration, start-up, a client gone) stop here.
+ */
+export class ProxyError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
 export interface HttpErrorOptions {
   readonly status: number;
   /** Stable: an OAuth error code where one fits (RFC 6749 §5.2), else SCREAMING_SNAKE. */
@@ -18,9 +32,9 @@ export interface HttpErrorOptions {
   readonly cause?: unknown;
 }
 
-export class HttpError extends Error {
+/** An error that is answered: a status, and what of it may be shown. */
+export class HttpError extends ProxyError {
   readonly status: number;
-  readonly code: string;
   readonly heading: string;
   readonly expose: boolean;
   /**
@@ -30,10 +44,8 @@ export class HttpError extends Error {
   readonly allowRedirect: boolean = false;
 
   constructor({ status, code, message, heading, expose, cause }: HttpErrorOptions) {
-    super(message, cause === undefined ? undefined : { cause });
-    this.name = new.target.name;
+    super(code, message, { cause });
     this.status = status;
-    this.code = code;
     this.heading = heading ?? (status >= 500 ? 'Something went wrong' : 'Request not accepted');
     this.expose = expose ?? status < 500;
   }
@@ -84,9 +96,94 @@ export class ServerError extends HttpError {
   }
 }
 
+// Pages of the login (lib/interactions): written for the person in the browser, so shown as they
+// are, 502 included (they say which party failed, never how).
+
+function page(status: number, code: string, heading: string, message: string): HttpErrorOptions {
+  return { status, code, heading, message, expose: true };
+}
+
+/** The interaction cookie or record is gone: expired, or another browser. */
+export class InteractionExpired extends HttpError {
+  constructor(
+    message = 'This login link has expired or was opened in a different browser. Start the login again from your application.',
+  ) {
+    super(page(400, 'interaction_not_found', 'Login expired', message));
+  }
+}
+
+/** R19: a consent form not carrying this interaction's CSRF token. */
+export class CsrfMismatch extends HttpError {
+  constructor() {
+    super(
+      page(
+        403,
+        'csrf_mismatch',
+        'Request not accepted',
+        'This form was not submitted from the login page. Start the login again from your application.',
+      ),
+    );
+  }
+}
+
+/** R20: the upstream callback without a state we issued (missing, unknown, expired or used). */
+export class UpstreamStateInvalid extends HttpError {
+  constructor(missing: boolean) {
+    super(
+      missing
+        ? page(
+            400,
+            'state_missing',
+            'Login not accepted',
+            'The identity provider sent no state parameter, so this login cannot be trusted.',
+          )
+        : page(
+            400,
+            'state_mismatch',
+            'Login not accepted',
+            'This login is unknown, expired or was already used. Start the login again from your application.',
+          ),
+    );
+  }
+}
+
+/** The authorization request names a client that is not registered. */
+export class UnknownClient extends HttpError {
+  constructor() {
+    super(page(400, 'invalid_client', 'Unknown application', 'The application that sent you here is not registered.'));
+  }
+}
+
+/** The identity provider refused the login, answered without saying who logged in, or was unreachable. */
+export class UpstreamLoginFailed extends HttpError {
+  constructor(reason: 'rejected' | 'no_account_id' | 'unavailable', cause?: unknown) {
+    const options = {
+      rejected: page(
+        400,
+        'upstream_rejected',
+        'Login failed',
+        'The identity provider did not accept this login. Start the login again from your application.',
+      ),
+      no_account_id: page(
+        502,
+        'no_account_id',
+        'Login failed',
+        'The identity provider did not say who you are, so you cannot be logged in.',
+      ),
+      unavailable: page(
+        502,
+        'upstream_unavailable',
+        'Identity provider unavailable',
+        'The identity provider could not be reached. Please try again shortly.',
+      ),
+    }[reason];
+    super({ ...options, cause });
+  }
+}
+
 /**
  * A page written for the person in the browser: its message is always shown, 502 included (it
- * says which party failed, never how). Kept for lib/interactions until it moves to named errors.
+ * says which party failed, never how). Kept for lib/interactions until it uses the named page errors above.
  */
 export class PageError extends HttpError {
   constructor(status: number, heading: string, message: string, code = 'invalid_request') {
@@ -118,6 +215,17 @@ export function publicView(error: HttpError): PublicView {
     heading: error.heading,
     message: (server && GENERIC[error.status]) || 'An unexpected error occurred. Please try again.',
   };
+}
+
+/** oidc-provider's error output (`renderError`'s `out`) as one of ours, so it is shown by the same rule. */
+export function fromOAuthOutput(status: number, out: { error: string; error_description?: string }): HttpError {
+  if (status >= 500) return new ServerError();
+  return new HttpError({
+    status,
+    code: out.error,
+    message: out.error_description ?? 'The request was not valid.',
+    heading: 'Sign-in could not continue',
+  });
 }
 
 /** RFC 6749 §5.2 / RFC 7591 §3.2.2 body of an error answer. */
