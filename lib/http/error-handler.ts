@@ -39,7 +39,9 @@ export function logError(log: Logger, error: HttpError): void {
     log.error('request failed', { status: error.status, detail: cause instanceof Error ? cause.stack : String(cause) });
     return;
   }
-  const fields = { status: error.status, error: error.code, description: error.message };
+  // The cause says what the shown message may not (an upstream's answer); ours name no secret.
+  const cause = error.cause instanceof Error ? error.cause.message : undefined;
+  const fields = { status: error.status, error: error.code, description: error.message, cause };
   if (error.status >= 500) log.warn('request failed', fields);
   else log.info('request refused', fields);
 }
