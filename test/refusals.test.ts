@@ -132,7 +132,7 @@ describe('malformed and refused requests', function () {
       const res = await fetch(`${stack.baseUrl}/reg`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: '{"redirect_uris": [',
+        body: '{"software_statement": "do-not-log-me", "redirect_uris": [',
       });
       expect(res.status).to.equal(400);
       expect(await res.json()).to.deep.equal({
@@ -142,6 +142,7 @@ describe('malformed and refused requests', function () {
       const logged = linesWith('refused');
       expect(logged).to.have.length(1);
       expect(logged[0]).to.match(/msg="request refused" .*status=400 error=invalid_client_metadata/);
+      expect(lines.join('\n')).to.not.contain('do-not-log-me');
       expectNoStackTrace();
     });
   });

@@ -3,7 +3,7 @@ import type { Logger } from '../telemetry/log.ts';
 import { currentRequestId } from '../telemetry/log.ts';
 import type { Views } from '../views/index.ts';
 import type { HttpError } from './errors.ts';
-import { jsonBody, publicView, ServerError, toHttpError, UndecodablePath } from './errors.ts';
+import { jsonBody, ProxyError, publicView, ServerError, toHttpError, UndecodablePath } from './errors.ts';
 
 /**
  * Answering errors: JSON `{error, error_description}` on API routes (RFC 6749 §5.2, RFC 7591
@@ -39,8 +39,9 @@ export function logError(log: Logger, error: HttpError): void {
     log.error('request failed', { status: error.status, detail: cause instanceof Error ? cause.stack : String(cause) });
     return;
   }
-  // The cause says what the shown message may not (an upstream's answer); ours name no secret.
-  const cause = error.cause instanceof Error ? error.cause.message : undefined;
+  // The cause says what the shown message may not (an upstream's answer). Only our own: a parser's
+  // message quotes the body it choked on, and a body may carry a secret.
+  const cause = error.cause instanceof ProxyError ? error.cause.message : undefined;
   const fields = { status: error.status, error: error.code, description: error.message, cause };
   if (error.status >= 500) log.warn('request failed', fields);
   else log.info('request refused', fields);
