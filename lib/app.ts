@@ -3,11 +3,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
 import type Provider from 'oidc-provider';
 import { clientPolicies } from './auth-server/client-policy.ts';
-import { corsRoutes } from './auth-server/cors.ts';
+import { corsForRefusal, corsRoutes } from './auth-server/cors.ts';
 import { metadataRoutes } from './auth-server/metadata.ts';
 import { resourceScopes } from './auth-server/provider.ts';
 import type { Config } from './config/types.ts';
-import { errorHandler } from './http/errors.ts';
+import { errorHandler, logError, rejectUndecodablePath } from './http/error-handler.ts';
+import { HttpsRequired, jsonBody } from './http/errors.ts';
 import { clientProtocol } from './http/forwarded.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
@@ -42,9 +43,12 @@ function requestIdOf(req: IncomingMessage, res: ServerResponse): string {
 
 const clientUsedHttps = (req: IncomingMessage): boolean => clientProtocol(req) === 'https';
 
-function refuseHttp(res: ServerResponse): void {
-  res.writeHead(403, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
-  res.end(JSON.stringify({ error: 'invalid_request', error_description: 'HTTPS is required' }));
+/** Answered before Express (the `/mcp` fast path skips it), so in JSON by hand. */
+function refuseHttp(res: ServerResponse, log: Logger): void {
+  const error = new HttpsRequired();
+  logError(log, error);
+  res.writeHead(error.status, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
+  res.end(JSON.stringify(jsonBody(error)));
 }
 
 export interface Web {
@@ -76,7 +80,7 @@ export function createWeb(deps: AppDeps): Web {
       return;
     }
     const requestId = requestIdOf(req, res);
-    if (production && !clientUsedHttps(req)) return refuseHttp(res);
+    if (production && !clientUsedHttps(req)) return refuseHttp(res, deps.log);
     // The proxy answers every outcome itself, its own defects included: nothing to catch here.
     runWithRequestId(requestId, () => proxy(req, res));
   };
@@ -105,9 +109,10 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
 
   if (config.mode === 'production') {
     // R18: every endpoint over HTTPS. The router says which scheme the client used.
-    app.use((req, res, next) => (clientUsedHttps(req) ? next() : refuseHttp(res)));
+    app.use((req, res, next) => (clientUsedHttps(req) ? next() : refuseHttp(res, log)));
   }
 
+  app.use(rejectUndecodablePath);
   app.use(corsRoutes(config));
   app.use(metadataRoutes(config));
   app.use(
@@ -130,7 +135,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
     }),
   );
   app.use(provider.callback());
-  app.use(errorHandler(views));
+  app.use(errorHandler({ views, log, cors: corsForRefusal(config) }));
   log.debug('app created', { mcp_path: config.mcp.path });
   return app;
 }

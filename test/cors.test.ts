@@ -284,6 +284,63 @@ describe('CORS for browser-based MCP clients (MCP Inspector)', function () {
     });
   });
 
+  describe('refusals made before oidc-provider are readable too (not "Failed to fetch")', function () {
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+
+    it('a foreign resource at the token endpoint: invalid_target, readable by the calling page', async function () {
+      const res = await send(
+        'POST',
+        '/token',
+        { origin: INSPECTOR, ...form },
+        new URLSearchParams({
+          grant_type: 'refresh_token',
+          refresh_token: 'not-looked-at',
+          client_id: 'any',
+          resource: 'https://other.example/mcp',
+        }),
+      );
+      expect(res.status).to.equal(400);
+      expect(JSON.parse(res.body)).to.include({ error: 'invalid_target' });
+      expect(res.headers.get('access-control-allow-origin')).to.equal(INSPECTOR);
+      expect(res.headers.get('vary')).to.match(/origin/i);
+    });
+
+    it('an oversized token request: 413, readable', async function () {
+      const res = await send(
+        'POST',
+        '/token',
+        { origin: INSPECTOR, ...form },
+        new URLSearchParams({ grant_type: 'refresh_token', refresh_token: 'x'.repeat(70_000) }),
+      );
+      expect(res.status).to.equal(413);
+      expect(JSON.parse(res.body)).to.include({ error: 'invalid_request' });
+      expect(res.headers.get('access-control-allow-origin')).to.equal(INSPECTOR);
+    });
+
+    it('an undecodable registration path: 400 in JSON, readable', async function () {
+      const res = await send('GET', '/reg/%ff', { origin: INSPECTOR });
+      expect(res.status).to.equal(400);
+      expect(JSON.parse(res.body)).to.include({ error: 'invalid_request' });
+      expect(res.headers.get('access-control-allow-origin')).to.equal('*');
+    });
+
+    it('an undecodable /mcp path: readable by an allowed origin, not by another (R6)', async function () {
+      const allowed = await send('POST', '/mcp/%ff', { origin: INSPECTOR });
+      expect(allowed.status).to.equal(400);
+      expect(JSON.parse(allowed.body)).to.include({ error: 'invalid_request' });
+      expect(allowed.headers.get('access-control-allow-origin')).to.equal(INSPECTOR);
+      const evil = await send('POST', '/mcp/%ff', { origin: EVIL });
+      expect(evil.status).to.equal(400);
+      expect(evil.headers.get('access-control-allow-origin')).to.equal(null);
+    });
+
+    it('pages never get CORS, refused or not', async function () {
+      const res = await send('GET', '/interaction/%ff', { origin: INSPECTOR });
+      expect(res.status).to.equal(400);
+      expect(res.headers.get('access-control-allow-origin')).to.equal(null);
+    });
+  });
+
   describe('never on pages a user navigates to', function () {
     it('no CORS on /interaction/* (consent page and callback), preflight or not', async function () {
       const clientId = await registerInspector();

@@ -4,7 +4,7 @@ import { createServer as createTcpServer, type AddressInfo, type Server } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { OutboundFetchRefused } from '../lib/auth-server/cimd.ts';
+import { OutboundFetchRefused } from '../lib/http/outbound.ts';
 import type { IdentityConfig } from '../lib/config/types.ts';
 import { startDevIdentityProvider, type DevIdentityProvider } from '../lib/dev/identity-provider.ts';
 import {

@@ -1,5 +1,6 @@
 import express, { Router, type Request, type RequestHandler } from 'express';
 import { normalizeResource } from './resource.ts';
+import { InvalidTarget } from '../http/errors.ts';
 import { LOOPBACK_REDIRECT_HOSTS } from '../http/loopback.ts';
 
 /** Private-use URI scheme (RFC 8252 §7.1): `cursor://…`, `vscode://…`, `com.example.app:/…`. */
@@ -76,14 +77,11 @@ export function clientPolicies(
   // At the token endpoint a foreign `resource` is refused here, before oidc-provider: it rotates a
   // refresh token before it looks at `resource`, so a refresh asking for another resource would
   // spend the client's refresh token on an error (and a retry would then look like token reuse).
-  const resourceInBody: RequestHandler = (req, res, next) => {
+  const resourceInBody: RequestHandler = (req, _res, next) => {
     if (req.body && typeof req.body === 'object' && 'resource' in req.body) {
       const resources = normalizeResourceValues(req.body.resource);
       if ([resources].flat().some((value) => value !== resourceUrl)) {
-        res
-          .status(400)
-          .set('Cache-Control', 'no-store')
-          .json({ error: 'invalid_target', error_description: `resource must be ${resourceUrl}` });
+        next(new InvalidTarget(resourceUrl));
         return;
       }
       req.body.resource = resources;

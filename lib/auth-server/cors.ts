@@ -127,3 +127,31 @@ export function corsRoutes(config: Config): Router {
 
   return router;
 }
+
+const under = (path: string, prefix: string): boolean => path === prefix || path.startsWith(`${prefix}/`);
+
+/**
+ * The CORS headers of an error answer made before (or instead of) the handlers above: our own
+ * refusals ahead of oidc-provider (a foreign `resource` at `/token`, a body too large, a path
+ * that does not decode). Without them a browser client sees "Failed to fetch" instead of the
+ * reason. At the token endpoints the client is not authenticated yet, so the origin is reflected,
+ * as oidc-provider does for its own refusals made before it knows the client; an error body
+ * carries no credential.
+ */
+export function corsForRefusal(config: Config): (req: Request, res: Response) => void {
+  const allowed = allowedBrowserOrigins(config);
+  return (req, res) => {
+    const origin = req.get('Origin');
+    if (origin === undefined || res.get('Access-Control-Allow-Origin') !== undefined) return;
+    const path = req.path;
+    if (path.startsWith('/.well-known/') || under(path, '/reg')) {
+      res.set('Access-Control-Allow-Origin', '*');
+    } else if (path === '/token' || path === '/token/revocation') {
+      res.vary('Origin');
+      res.set('Access-Control-Allow-Origin', origin);
+    } else if (under(path, config.mcp.path) && allowed.has(origin)) {
+      res.vary('Origin');
+      res.set('Access-Control-Allow-Origin', origin);
+    }
+  };
+}

@@ -11,6 +11,7 @@ import type { Logger } from '../telemetry/log.ts';
 import { bindTokensToGrantSecrets } from '../vault/token-secret.ts';
 import type { Views } from '../views/index.ts';
 import { cimdConfiguration } from './cimd.ts';
+import { logRefusals } from './refusals.ts';
 import { clientBasedCors } from './cors.ts';
 import type { KeyMaterial } from './keys.ts';
 import { installRefreshGrace } from './refresh-grace.ts';
@@ -182,12 +183,6 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
   // Codes, access and refresh tokens carry their grant's vault secret (lib/vault/README.md).
   bindTokensToGrantSecrets(provider, log);
 
-  provider.on('server_error', (_ctx, error) => log.error('authorization server error', { error: error.message }));
-  const refused = (event: string) => (_ctx: unknown, error: Error & { error_description?: string }) =>
-    log.info('oauth request refused', { event, error: error.message, description: error.error_description });
-  provider.on('authorization.error', refused('authorization.error'));
-  provider.on('grant.error', refused('grant.error'));
-  provider.on('registration_create.error', refused('registration_create.error'));
-  provider.on('revocation.error', refused('revocation.error'));
+  logRefusals(provider, log);
   return provider;
 }

@@ -1,82 +1,266 @@
-import type { ErrorRequestHandler, Response } from 'express';
-import { currentRequestId, log } from '../telemetry/log.ts';
-import type { Views } from '../views/index.ts';
+/**
+ * Errors this server answers with, one base class for API answers and pages alike (after
+ * node-oidc-provider's helpers/errors.js). Each has a status, a stable `code` to branch on (never
+ * parse messages), a message and whether that message may be shown to whoever caused it. What is
+ * shown is decided in one place, `publicView`: a 5xx, or an error not meant to be exposed, shows
+ * a generic message for its status; its details go to the log with the request id.
+ */
 
 /**
- * Errors a person in a browser can cause, shown as a page and never redirected (R16: until the
- * client and redirect URI are verified — and for our own upstream callback, never).
+ * The root of this server's errors: a stable `code` to branch on and an optional `cause`. Errors
+ * that never become an HTTP answer (configuration, start-up, a client gone) stop here.
  */
-export class PageError extends Error {
-  constructor(
-    readonly status: number,
-    readonly heading: string,
-    message: string,
-    readonly code?: string,
-  ) {
-    super(message);
+export class ProxyError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
   }
 }
 
-export async function sendErrorPage(views: Views, res: Response, error: PageError): Promise<void> {
-  await views.send(res, error.status, 'error', {
-    title: error.heading,
-    heading: error.heading,
-    message: error.message,
-    code: error.code,
-    requestId: currentRequestId(),
-  });
+export interface HttpErrorOptions {
+  readonly status: number;
+  /** Stable: an OAuth error code where one fits (RFC 6749 §5.2), else SCREAMING_SNAKE. */
+  readonly code: string;
+  readonly message: string;
+  /** Heading of the error page. Default: by status. */
+  readonly heading?: string;
+  /** The message may be shown. Default: status < 500. */
+  readonly expose?: boolean;
+  readonly cause?: unknown;
 }
 
-/** body-parser's errors: malformed or oversized bodies, caused by the client (`expose`). */
-interface ClientBodyError {
-  status: number;
-  expose: true;
-  type?: string;
+/** An error that is answered: a status, and what of it may be shown. */
+export class HttpError extends ProxyError {
+  readonly status: number;
+  readonly heading: string;
+  readonly expose: boolean;
+  /**
+   * Whether the error may be sent to the client's redirect_uri. Never for ours: they arise before
+   * the client and its redirect URI are verified, or at our own upstream callback (R16).
+   */
+  readonly allowRedirect: boolean = false;
+
+  constructor({ status, code, message, heading, expose, cause }: HttpErrorOptions) {
+    super(code, message, { cause });
+    this.status = status;
+    this.heading = heading ?? (status >= 500 ? 'Something went wrong' : 'Request not accepted');
+    this.expose = expose ?? status < 500;
+  }
 }
 
-function isClientBodyError(error: unknown): error is ClientBodyError {
-  const candidate = error as Partial<ClientBodyError> | null;
-  return (
-    !!candidate &&
-    candidate.expose === true &&
-    typeof candidate.status === 'number' &&
-    candidate.status >= 400 &&
-    candidate.status < 500
-  );
+// --- The catalog --------------------------------------------------------------------------------
+
+/** A request that is malformed or misses something (RFC 6749 §5.2 `invalid_request`). */
+export class InvalidRequest extends HttpError {
+  constructor(message: string, status = 400) {
+    super({ status, code: 'invalid_request', message });
+  }
+}
+
+/** A path that is not valid percent-encoding (`/interaction/%ff`): no route could match it. */
+export class UndecodablePath extends HttpError {
+  constructor() {
+    super({ status: 400, code: 'invalid_request', message: 'The request path is not valid percent-encoding.' });
+  }
+}
+
+/** A body that is not what its Content-Type says, or too large (body-parser's refusals). */
+export class InvalidBody extends HttpError {
+  constructor(status: 400 | 413 | 415, code: 'invalid_request' | 'invalid_client_metadata', cause?: unknown) {
+    const what = status === 413 ? 'too large' : status === 415 ? 'of an unsupported type' : 'not parseable';
+    super({ status, code, message: `The request body is ${what}.`, cause });
+  }
+}
+
+/** R18: plain http seen by the router in production. */
+export class HttpsRequired extends HttpError {
+  constructor() {
+    super({ status: 403, code: 'invalid_request', message: 'HTTPS is required' });
+  }
+}
+
+/** RFC 8707 §2: a `resource` that is not ours. */
+export class InvalidTarget extends HttpError {
+  constructor(resourceUrl: string) {
+    super({ status: 400, code: 'invalid_target', message: `resource must be ${resourceUrl}` });
+  }
+}
+
+/** Anything not foreseen: a defect or an outage. Its cause is logged, never shown. */
+export class ServerError extends HttpError {
+  constructor(cause?: unknown) {
+    super({ status: 500, code: 'server_error', message: 'An unexpected error occurred. Please try again.', cause });
+  }
+}
+
+// Pages of the login (lib/interactions): written for the person in the browser, so shown as they
+// are, 502 included (they say which party failed, never how).
+
+function page(status: number, code: string, heading: string, message: string): HttpErrorOptions {
+  return { status, code, heading, message, expose: true };
+}
+
+/** The interaction cookie or record is gone: expired, or another browser. */
+export class InteractionExpired extends HttpError {
+  constructor(
+    message = 'This login link has expired or was opened in a different browser. Start the login again from your application.',
+  ) {
+    super(page(400, 'interaction_not_found', 'Login expired', message));
+  }
+}
+
+/** R19: a consent form not carrying this interaction's CSRF token. */
+export class CsrfMismatch extends HttpError {
+  constructor() {
+    super(
+      page(
+        403,
+        'csrf_mismatch',
+        'Request not accepted',
+        'This form was not submitted from the login page. Start the login again from your application.',
+      ),
+    );
+  }
+}
+
+/** R20: the upstream callback without a state we issued (missing, unknown, expired or used). */
+export class UpstreamStateInvalid extends HttpError {
+  constructor(missing: boolean) {
+    super(
+      missing
+        ? page(
+            400,
+            'state_missing',
+            'Login not accepted',
+            'The identity provider sent no state parameter, so this login cannot be trusted.',
+          )
+        : page(
+            400,
+            'state_mismatch',
+            'Login not accepted',
+            'This login is unknown, expired or was already used. Start the login again from your application.',
+          ),
+    );
+  }
+}
+
+/** The authorization request names a client that is not registered. */
+export class UnknownClient extends HttpError {
+  constructor() {
+    super(page(400, 'invalid_client', 'Unknown application', 'The application that sent you here is not registered.'));
+  }
+}
+
+/** The identity provider refused the login, answered without saying who logged in, or was unreachable. */
+export class UpstreamLoginFailed extends HttpError {
+  constructor(reason: 'rejected' | 'no_account_id' | 'unavailable', cause?: unknown) {
+    const options = {
+      rejected: page(
+        400,
+        'upstream_rejected',
+        'Login failed',
+        'The identity provider did not accept this login. Start the login again from your application.',
+      ),
+      no_account_id: page(
+        502,
+        'no_account_id',
+        'Login failed',
+        'The identity provider did not say who you are, so you cannot be logged in.',
+      ),
+      unavailable: page(
+        502,
+        'upstream_unavailable',
+        'Identity provider unavailable',
+        'The identity provider could not be reached. Please try again shortly.',
+      ),
+    }[reason];
+    super({ ...options, cause });
+  }
 }
 
 /**
- * The one place where 5xx details are hidden: logged with the request id, never sent. A body the
- * client got wrong is its error: OAuth endpoints answer it in JSON (RFC 6749 §5.2, RFC 7591 §3.2.2),
- * pages as a page.
+ * A page written for the person in the browser: its message is always shown, 502 included (it
+ * says which party failed, never how). Kept for lib/interactions until it uses the named page errors above.
  */
-export function errorHandler(views: Views): ErrorRequestHandler {
-  return (error: unknown, req, res, _next) => {
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    if (isClientBodyError(error)) {
-      const description = error.status === 413 ? 'request body too large' : 'request body could not be parsed';
-      log.info('request body refused', { status: error.status, type: error.type });
-      if (!req.path.startsWith('/interaction/')) {
-        const code = req.path === '/reg' ? 'invalid_client_metadata' : 'invalid_request';
-        res.status(error.status).set('Cache-Control', 'no-store').json({ error: code, error_description: description });
-        return;
-      }
-      void sendErrorPage(
-        views,
-        res,
-        new PageError(error.status, 'Request not accepted', `The ${description}.`, 'invalid_request'),
-      );
-      return;
-    }
-    const page =
-      error instanceof PageError
-        ? error
-        : new PageError(500, 'Something went wrong', 'An unexpected error occurred. Please try again.');
-    if (!(error instanceof PageError))
-      log.error('request failed', { error: error instanceof Error ? error.stack : String(error) });
-    sendErrorPage(views, res, page).catch(() => res.status(page.status).end());
+export class PageError extends HttpError {
+  constructor(status: number, heading: string, message: string, code = 'invalid_request') {
+    super({ status, code, message, heading, expose: true });
+  }
+}
+
+// --- What is shown ------------------------------------------------------------------------------
+
+const GENERIC: Record<number, string> = {
+  502: 'An upstream service did not answer as expected. Please try again shortly.',
+  503: 'The service is temporarily unavailable. Please try again shortly.',
+};
+
+export interface PublicView {
+  readonly status: number;
+  readonly code: string;
+  readonly heading: string;
+  readonly message: string;
+}
+
+/** The one place where what a client or user sees of an error is decided. */
+export function publicView(error: HttpError): PublicView {
+  if (error.expose) return { status: error.status, code: error.code, heading: error.heading, message: error.message };
+  const server = error.status >= 500;
+  return {
+    status: error.status,
+    code: server ? 'server_error' : error.code,
+    heading: error.heading,
+    message: (server && GENERIC[error.status]) || 'An unexpected error occurred. Please try again.',
   };
+}
+
+/** oidc-provider's error output (`renderError`'s `out`) as one of ours, so it is shown by the same rule. */
+export function fromOAuthOutput(status: number, out: { error: string; error_description?: string }): HttpError {
+  if (status >= 500) return new ServerError();
+  return new HttpError({
+    status,
+    code: out.error,
+    message: out.error_description ?? 'The request was not valid.',
+    heading: 'Sign-in could not continue',
+  });
+}
+
+/** RFC 6749 §5.2 / RFC 7591 §3.2.2 body of an error answer. */
+export function jsonBody(error: HttpError): { error: string; error_description: string } {
+  const view = publicView(error);
+  return { error: view.code, error_description: view.message };
+}
+
+// --- Recognising errors from elsewhere ----------------------------------------------------------
+
+/** http-errors shape (body-parser, router): `expose` says the client caused it. */
+interface ClientFault {
+  status: number;
+  expose?: boolean;
+  type?: string;
+}
+
+function clientFault(error: unknown): ClientFault | undefined {
+  const candidate = error as Partial<ClientFault> | null;
+  if (!candidate || typeof candidate.status !== 'number') return undefined;
+  return candidate.status >= 400 && candidate.status < 500 ? (candidate as ClientFault) : undefined;
+}
+
+/**
+ * Any error thrown while handling a request, as one of ours. `registration` names the endpoint
+ * whose body errors are `invalid_client_metadata` (RFC 7591 §3.2.2).
+ */
+export function toHttpError(error: unknown, registration = false): HttpError {
+  if (error instanceof HttpError) return error;
+  // router's decodeParam marks an undecodable `:param` 400, without `expose`.
+  if (error instanceof URIError) return new UndecodablePath();
+  const fault = clientFault(error);
+  if (fault?.expose) {
+    const status = fault.status === 413 || fault.status === 415 ? fault.status : 400;
+    return new InvalidBody(status, registration ? 'invalid_client_metadata' : 'invalid_request', error);
+  }
+  return new ServerError(error);
 }

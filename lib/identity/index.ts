@@ -1,17 +1,15 @@
 import { readFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
 import * as oidc from 'openid-client';
-import {
-  addressRefusal,
-  checkedDispatchers,
-  fetchThrough,
-  OutboundFetchRefused,
-  readCapped,
-  type AddressPolicy,
-  type Resolver,
-} from '../auth-server/cimd.ts';
 import type { IdentityConfig } from '../config/types.ts';
+import { HttpError } from '../http/errors.ts';
 import { isLoopbackHost } from '../http/loopback.ts';
+import {
+  createCheckedFetch,
+  fetchedWhere,
+  OutboundFetchRefused,
+  outboundUrlRefusal,
+  type Resolver,
+} from '../http/outbound.ts';
 import { log as defaultLog, type Logger } from '../telemetry/log.ts';
 
 /** Upstream credentials of one grant: what the MCP server receives as its bearer token. */
@@ -37,13 +35,24 @@ export type IdentityErrorCode =
   | 'IDENTITY_REJECTED' // the upstream refused the login (error on callback, bad response)
   | 'IDENTITY_NO_ACCOUNT_ID'; // nothing in the response tells who the user is
 
-export class IdentityError extends Error {
-  constructor(
-    readonly code: IdentityErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
+/**
+ * What each code means to whoever sees it: a grant the user must renew is theirs to fix; the rest
+ * is the identity provider's doing or our configuration's, never shown in detail (the messages
+ * name upstream URLs and answers).
+ */
+const STATUS: Record<IdentityErrorCode, number> = {
+  IDENTITY_UNREACHABLE: 502,
+  IDENTITY_GRANT_INVALID: 401,
+  IDENTITY_TRANSIENT: 503,
+  IDENTITY_REJECTED: 502,
+  IDENTITY_NO_ACCOUNT_ID: 502,
+};
+
+export class IdentityError extends HttpError {
+  declare readonly code: IdentityErrorCode;
+
+  constructor(code: IdentityErrorCode, message: string, options?: { cause?: unknown }) {
+    super({ status: STATUS[code], code, message, expose: false, cause: options?.cause });
   }
 }
 
@@ -78,9 +87,6 @@ export const IDENTITY_MAX_BYTES = 256 * 1024;
 
 const DEFAULT_TIMEOUT_SECONDS = 10;
 
-/** Responses that may not carry a body (Fetch standard), so cannot be rebuilt with one. */
-const NULL_BODY_STATUSES = new Set([204, 205, 304]);
-
 export interface IdentityFetchOptions {
   /**
    * LOCAL_INSECURE or the embedded development IdP: loopback addresses may be fetched, over plain
@@ -94,33 +100,19 @@ export interface IdentityFetchOptions {
   readonly resolve?: Resolver;
 }
 
-function addressPolicy(allowInsecure: boolean): AddressPolicy {
-  return { publicAddresses: true, loopback: allowInsecure };
-}
-
 /**
- * Why `url` may not be fetched from the identity provider, decided before any name resolution or
- * connection; undefined when it may (a host name is then checked again once resolved). The same
- * rules as for client metadata documents (R11): the discovery document and every endpoint it
- * lists are chosen by whoever controls the provider's answers, and a token endpoint at
+ * Why `url` may not be fetched from the identity provider, before any connection; undefined when
+ * it may. The same rules as for client metadata documents (R11): the discovery document and every
+ * endpoint it lists are chosen by whoever controls the provider's answers, and a token endpoint at
  * 169.254.169.254 would have us POST our client secret to the cloud metadata service.
  */
 export function identityUrlRefusal(url: URL, allowInsecure: boolean): string | undefined {
-  if (url.protocol === 'http:') {
-    if (!allowInsecure || !isLoopbackHost(url.hostname)) {
-      return `plain http (${url.origin}) is allowed only for a loopback host with LOCAL_INSECURE=true`;
-    }
-  } else if (url.protocol !== 'https:') {
-    return `only https URLs are fetched, not ${url.protocol}`;
-  }
-  // A literal never reaches the connection's `lookup` (net.connect skips it), so it is checked here.
-  const bare = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  return isIP(bare) ? addressRefusal(bare, addressPolicy(allowInsecure)) : undefined;
+  return outboundUrlRefusal(url, { allowLoopback: allowInsecure, plainHttpOnLoopback: true });
 }
 
 /**
  * openid-client's `customFetch` for every request to the identity provider: discovery, token,
- * userinfo, JWKS. Checked like createOutboundFetch (auth-server/cimd.ts), but with the provider's
+ * userinfo, JWKS. The checked outbound fetch (http/outbound.ts), with the provider's
  * error bodies kept: the token endpoint's 400 `invalid_grant` and userinfo's 401 challenge are
  * what `classify` branches on.
  *
@@ -136,41 +128,22 @@ export function createIdentityFetch({
   log,
   resolve,
 }: IdentityFetchOptions): oidc.CustomFetch {
-  // The development IdP may serve https from 127.0.0.1 with a self-signed certificate.
-  const dispatcherFor = checkedDispatchers(addressPolicy(allowInsecure), allowInsecure, resolve);
-
-  return async (input, init) => {
-    const url = new URL(input);
-    const where = `${url.origin}${url.pathname}`;
-    const refuse = (reason: string): never => {
-      // Operator configuration (or the provider's own metadata) is at fault, not a user: warn.
-      log.warn('identity provider fetch refused', { url: where, reason });
-      throw new OutboundFetchRefused(reason);
-    };
-
-    const refusal = identityUrlRefusal(url, allowInsecure);
-    if (refusal) refuse(refusal);
-    const response = await fetchThrough(fetch, url, init, dispatcherFor(url.hostname), timeoutMs).catch(
-      (error: unknown) => {
-        if (error instanceof OutboundFetchRefused) refuse(error.message);
-        throw error;
-      },
-    );
-
-    const body = await readCapped(response, IDENTITY_MAX_BYTES).catch((error: unknown) => {
-      if (error instanceof OutboundFetchRefused) refuse(error.message);
+  const checked = createCheckedFetch({
+    allowLoopback: allowInsecure,
+    plainHttpOnLoopback: true,
+    timeoutMs,
+    maxBytes: IDENTITY_MAX_BYTES,
+    keepErrorBodies: true,
+    resolve,
+  });
+  return async (input, init) =>
+    checked(input, init).catch((error: unknown) => {
+      if (error instanceof OutboundFetchRefused) {
+        // Operator configuration (or the provider's own metadata) is at fault, not a user: warn.
+        log.warn('identity provider fetch refused', { url: fetchedWhere(input), reason: error.message });
+      }
       throw error;
     });
-    const headers = new Headers(response.headers);
-    // The body is already decoded.
-    headers.delete('content-length');
-    headers.delete('content-encoding');
-    return new Response(NULL_BODY_STATUSES.has(response.status) ? null : body, {
-      status: response.status,
-      statusText: response.statusText,
-      headers,
-    });
-  };
 }
 
 /**
@@ -250,7 +223,9 @@ function classify(error: unknown, action: string): IdentityError {
       cause: error,
     });
   }
-  const status = (error as { cause?: { status?: number } })?.cause?.status;
+  // openid-client puts the HTTP response's status on the cause; our refusals carry one of their own.
+  const cause = (error as { cause?: { status?: number } })?.cause;
+  const status = cause instanceof HttpError ? undefined : cause?.status;
   const detail = status ? `HTTP ${status}` : reason(error);
   return new IdentityError('IDENTITY_TRANSIENT', `upstream ${action} failed: ${detail}`, { cause: error });
 }
