@@ -188,6 +188,9 @@ describe('configuration: identity provider', () => {
       ['/reg', /collides with the proxy's own \/reg routes/],
       ['/mcp', /collides with the MCP endpoint \/mcp/],
       ['/mcp/callback', /collides with the MCP endpoint \/mcp/],
+      // Express matches routes without regard to case.
+      ['/Interaction/identity/done', /collides with the proxy's own \/interaction routes/],
+      ['/MCP/callback', /collides with the MCP endpoint \/mcp/],
     ];
     for (const [value, pattern] of bad) {
       it(`refuses ${value}`, () => expectProblem({ IDENTITY_CALLBACK_PATH: value }, 'IDENTITY_CALLBACK_PATH', pattern));

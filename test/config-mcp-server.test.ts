@@ -41,7 +41,7 @@ describe('configuration: MCP server', () => {
       expectProblem({ MCP_SERVER_URL: 'http://127.0.0.1:8080' }, 'MCP_SERVER_URL', /path/);
     });
 
-    for (const path of ['/.well-known/mcp', '/token', '/auth', '/reg', '/interaction/x', '/session']) {
+    for (const path of ['/.well-known/mcp', '/token', '/auth', '/reg', '/interaction/x', '/session', '/Token']) {
       it(`refuses the proxy's own path ${path}`, () => {
         expectProblem(
           { MCP_SERVER_URL: `http://127.0.0.1:8080${path}` },

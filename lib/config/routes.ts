@@ -16,12 +16,21 @@ export const RESERVED_PATHS = [
   '/request',
 ];
 
-/** The reserved prefix `path` equals or lies under, if any. */
+/**
+ * The reserved prefix `path` equals or lies under, if any. Compared without case: Express routes
+ * are case-insensitive by default, so `/Token` reaches the `/token` handler.
+ */
 export function reservedPrefixOf(path: string): string | undefined {
-  return RESERVED_PATHS.find((own) => path === own || path.startsWith(own + '/'));
+  return RESERVED_PATHS.find((own) => isUnder(path, own));
 }
 
 /** True when one path is the other or lies under it: a router would hand one's requests to the other. */
 export function overlaps(a: string, b: string): boolean {
-  return a === b || a.startsWith(b + '/') || b.startsWith(a + '/');
+  return isUnder(a, b) || isUnder(b, a);
+}
+
+function isUnder(path: string, prefix: string): boolean {
+  const lower = path.toLowerCase();
+  const base = prefix.toLowerCase();
+  return lower === base || lower.startsWith(base + '/');
 }
