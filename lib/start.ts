@@ -8,7 +8,6 @@ import { createProvider } from './auth-server/provider.ts';
 import { loadConfig } from './config/index.ts';
 import type { Config, IdentityConfig } from './config/types.ts';
 import { createIdentityClient } from './identity/index.ts';
-import { CALLBACK_PATH } from './interactions/routes.ts';
 import { startMcpServer, type McpServerExit, type McpServerProcess } from './mcp-server/process.ts';
 import { createStore } from './store/index.ts';
 import { log, redactUrl } from './telemetry/log.ts';
@@ -54,7 +53,7 @@ export async function start(
     log.info('store ready', { store: store.kind, url: config.redis ? redactUrl(config.redis.url) : undefined });
 
     const keys = deriveKeyMaterial(config.provider.jwks ?? (await ephemeralJwks()));
-    const redirectUri = `${config.baseUrl}${CALLBACK_PATH}`;
+    const redirectUri = `${config.baseUrl}${config.callbackPath}`;
 
     let identityConfig: IdentityConfig;
     let allowInsecure = config.localInsecure;

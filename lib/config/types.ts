@@ -24,6 +24,21 @@ export interface Config {
   readonly proxy: ProxyConfig;
   readonly cimd: CimdConfig;
   readonly telemetry: TelemetryConfig;
+  /** MAX_REQUESTS / MAX_REQUESTS_WINDOW, the Heroku proxy's per-client rate limit. */
+  readonly rateLimit: RateLimitConfig;
+  /** BRANDING_TITLE / BRANDING_FAVICON for the login pages. */
+  readonly branding: BrandingConfig;
+  /**
+   * IDENTITY_CALLBACK_PATH: path of the redirect URI registered at the identity provider
+   * (`${baseUrl}${callbackPath}`), and of the route that receives it.
+   */
+  readonly callbackPath: string;
+  /** APP_NAME, set by Heroku's dyno metadata; a log field. */
+  readonly appName: string | undefined;
+  /** MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS: how long to drain after SIGTERM, under Heroku's 30 s. */
+  readonly shutdownTimeoutMs: number;
+  /** MCP_AUTH_PROXY_VERIFY_RELEASE: start, check that everything comes up, and exit (release phase). */
+  readonly verifyRelease: boolean;
   /** Warnings to print at start-up (risky switches, development fallbacks in use). */
   readonly warnings: readonly string[];
 }
@@ -44,6 +59,12 @@ export interface McpConfig {
 export interface McpRunConfig {
   readonly command: string;
   readonly args: readonly string[];
+  /**
+   * True when MCP_SERVER_RUN_COMMAND was a shell command line: `command` is then `/bin/sh` and
+   * `args` `['-c', line]`. The shell does not pass signals on to what it started, so the whole
+   * process group has to be signalled to stop the server. Absent or false: run directly.
+   */
+  readonly shell?: boolean;
   readonly cwd: string | undefined;
   readonly env: Readonly<Record<string, string>>;
 }
@@ -95,7 +116,27 @@ export interface CimdConfig {
 }
 
 export interface TelemetryConfig {
-  /** OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; absent → no tracing. */
-  readonly otlpEndpoint: string | undefined;
+  /** A traces endpoint is set and OTEL_SDK_DISABLED is not `true`. */
+  readonly enabled: boolean;
+  /**
+   * Full OTLP/HTTP traces URL: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else
+   * OTEL_EXPORTER_OTLP_ENDPOINT + `/v1/traces`.
+   */
+  readonly tracesEndpoint: string | undefined;
+  /** OTEL_EXPORTER_OTLP_HEADERS, names lower-cased. Usually API keys: never log or show them. */
+  readonly headers: Readonly<Record<string, string>>;
   readonly serviceName: string;
+}
+
+export interface RateLimitConfig {
+  /** Requests allowed per window and client. */
+  readonly maxRequests: number;
+  readonly windowMs: number;
+}
+
+export interface BrandingConfig {
+  /** Page title of the login pages; absent → the views' own default. */
+  readonly title: string | undefined;
+  /** An https URL (http only on loopback in development); absent → no favicon link. */
+  readonly faviconUrl: string | undefined;
 }

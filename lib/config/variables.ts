@@ -54,6 +54,29 @@ export const VARIABLES: readonly VariableDoc[] = [
     example: 'info',
   },
   {
+    name: 'APP_NAME',
+    production: 'no (Heroku sets it with dyno metadata)',
+    development: '—',
+    meaning: 'Name of the app, added to every log line.',
+    example: 'my-mcp-app',
+  },
+  {
+    name: 'MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS',
+    production: 'no',
+    development: '`25000`',
+    meaning:
+      'After SIGTERM, how long in-flight requests may finish before the proxy stops, in milliseconds, 0–29000: Heroku sends SIGKILL 30 s after SIGTERM.',
+    example: '25000',
+  },
+  {
+    name: 'MCP_AUTH_PROXY_VERIFY_RELEASE',
+    production: 'no',
+    development: '`false`',
+    meaning:
+      '`true` starts everything (store, identity provider, MCP server), checks it came up and exits with 0 or 1: the Heroku release phase check of the MCP auth proxy buildpack.',
+    example: 'true',
+  },
+  {
     name: 'MCP_SERVER_URL',
     production: 'yes',
     development: 'the example MCP server, `http://127.0.0.1:$PORT+1/mcp`',
@@ -65,14 +88,15 @@ export const VARIABLES: readonly VariableDoc[] = [
     name: 'MCP_SERVER_RUN_COMMAND',
     production: 'yes, unless `MCP_SERVER_URL` is a server that is already running',
     development: 'the example MCP server when `MCP_SERVER_URL` is unset too',
-    meaning: 'Command the proxy starts and supervises as the MCP server.',
+    meaning:
+      'Command the proxy starts and supervises as the MCP server. With `MCP_SERVER_RUN_ARGS_JSON` set, a program run directly with those arguments; without it, a shell command line run by `/bin/sh -c` (e.g. `cd /app && PORT=3000 npm start`), stopped as a whole process group.',
     example: 'node',
   },
   {
     name: 'MCP_SERVER_RUN_ARGS_JSON',
     production: 'no',
-    development: '`[]`',
-    meaning: 'Arguments of `MCP_SERVER_RUN_COMMAND`, a JSON array of strings.',
+    development: 'unset: the command is a shell command line',
+    meaning: 'Arguments of `MCP_SERVER_RUN_COMMAND`, a JSON array of strings; when set, no shell is involved.',
     example: '["dist/server.js","--port","8080"]',
   },
   {
@@ -87,7 +111,8 @@ export const VARIABLES: readonly VariableDoc[] = [
     name: 'MCP_SERVER_RUN_ENV_JSON',
     production: 'no',
     development: '`{}`',
-    meaning: 'Extra environment variables of the MCP server process, a JSON object of string values.',
+    meaning:
+      'Extra environment variables of the MCP server process, a JSON object; numbers and booleans are passed as their text (`{"PORT":3000}` gives `PORT=3000`), other non-strings are refused.',
     example: '{"PORT":"8080"}',
   },
   {
@@ -113,6 +138,14 @@ export const VARIABLES: readonly VariableDoc[] = [
     example: 'mcp-auth-proxy:',
   },
   {
+    name: 'MCP_AUTH_PROXY_REDIS_PREFIX',
+    production: 'no',
+    development: '—',
+    meaning:
+      'The Heroku MCP auth proxy’s name for `MCP_AUTH_PROXY_REDIS_KEY_PREFIX`, accepted as an alias. Set together with it, the two must be equal.',
+    example: 'mcp-auth-proxy:',
+  },
+  {
     name: 'REDIS_TLS_REJECT_UNAUTHORIZED',
     production: 'no',
     development: '`false`',
@@ -125,7 +158,7 @@ export const VARIABLES: readonly VariableDoc[] = [
     production: 'yes',
     development: 'an ephemeral key, new at every start',
     meaning:
-      'Private signing keys, a JSON `{"keys":[…]}` of private JWKs (RSA, EC P-256 or OKP Ed25519 for signing). A secret.',
+      'Private signing keys: a JSON `{"keys":[…]}` or a JSON array `[…]` of private JWKs (RSA, EC P-256 or OKP Ed25519 for signing). A secret.',
     example: '{"keys":[{"kty":"EC","crv":"P-256","x":"…","y":"…","d":"…"}]}',
   },
   {
@@ -139,7 +172,7 @@ export const VARIABLES: readonly VariableDoc[] = [
     name: 'PROVIDER_SCOPE',
     production: 'no',
     development: '`openid offline_access`',
-    meaning: 'Scopes this authorization server offers, space separated; must include `openid`.',
+    meaning: 'Scopes this authorization server offers, separated by spaces or commas; must include `openid`.',
     example: 'openid offline_access',
   },
   {
@@ -163,7 +196,7 @@ export const VARIABLES: readonly VariableDoc[] = [
     production: 'yes, or `IDENTITY_SERVER_URL`',
     development: '—',
     meaning:
-      'JSON file with the upstream provider’s metadata (`issuer`, `authorization_endpoint`, `token_endpoint`, …), for providers without discovery. Relative paths resolved against the working directory.',
+      'JSON file with the upstream provider’s metadata (`issuer`, `authorization_endpoint`, `token_endpoint`, …), for providers without discovery. Relative paths resolved against the working directory. May be set with `IDENTITY_SERVER_URL` only when both name the same issuer; the file is then used.',
     example: 'config/github-metadata.json',
   },
   {
@@ -189,6 +222,14 @@ export const VARIABLES: readonly VariableDoc[] = [
     example: 'openid profile email offline_access',
   },
   {
+    name: 'IDENTITY_CALLBACK_PATH',
+    production: 'no',
+    development: '`/interaction/identity/callback`',
+    meaning:
+      'Path of the redirect URI registered at the identity provider (`BASE_URL` + this path). A plain path starting with `/`, no query or fragment, outside the proxy’s own routes and the MCP path.',
+    example: '/interaction/identity/callback',
+  },
+  {
     name: 'MCP_PROXY_MAX_BODY_BYTES',
     production: 'no',
     development: '`4194304` (4 MiB)',
@@ -203,26 +244,76 @@ export const VARIABLES: readonly VariableDoc[] = [
     example: 'https://app.example.com,http://localhost:5173',
   },
   {
+    name: 'MAX_REQUESTS',
+    production: 'no',
+    development: '`60`',
+    meaning: 'Requests a client may make per `MAX_REQUESTS_WINDOW` (rate limit), at least 1.',
+    example: '60',
+  },
+  {
+    name: 'MAX_REQUESTS_WINDOW',
+    production: 'no',
+    development: '`60000` (a minute)',
+    meaning: 'Length of the rate-limit window in milliseconds, 1000–86400000.',
+    example: '60000',
+  },
+  {
+    name: 'BRANDING_TITLE',
+    production: 'no',
+    development: 'the built-in title',
+    meaning: 'Title of the login pages, at most 200 characters.',
+    example: 'My MCP Server',
+  },
+  {
+    name: 'BRANDING_FAVICON',
+    production: 'no',
+    development: 'no favicon',
+    meaning: 'URL of the login pages’ favicon: https (plain http only for a loopback host in development).',
+    example: 'https://example.com/favicon.ico',
+  },
+  {
+    name: 'OTEL_SDK_DISABLED',
+    production: 'no',
+    development: '`false`',
+    meaning: '`true` turns tracing off even when an endpoint is set.',
+    example: 'true',
+  },
+  {
     name: 'OTEL_EXPORTER_OTLP_ENDPOINT',
     production: 'no',
     development: 'no tracing',
     meaning:
-      'OTLP/HTTP base URL for traces (`/v1/traces` is appended by the exporter). Validated now; trace export is not wired yet (a later issue).',
-    example: 'https://otlp.example.com',
+      'OTLP/HTTP base URL; traces are exported to it with `/v1/traces` appended when it is set (and `OTEL_SDK_DISABLED` is not `true`).',
+    example: 'https://api.honeycomb.io',
   },
   {
     name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
     production: 'no',
     development: 'no tracing',
-    meaning: 'Full OTLP/HTTP traces URL; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`. Validated now; not used yet.',
-    example: 'https://otlp.example.com/v1/traces',
+    meaning: 'Full OTLP/HTTP traces URL, used as given; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.',
+    example: 'https://api.honeycomb.io/v1/traces',
+  },
+  {
+    name: 'OTEL_EXPORTER_OTLP_PROTOCOL',
+    production: 'no',
+    development: '`http/protobuf`',
+    meaning: 'OTLP transport; only `http/protobuf` is supported, other values are refused.',
+    example: 'http/protobuf',
+  },
+  {
+    name: 'OTEL_EXPORTER_OTLP_HEADERS',
+    production: 'no',
+    development: 'none',
+    meaning:
+      'Headers sent with every export, `name=value` pairs separated by commas, values percent-encoded. Usually an API key: a secret, never logged.',
+    example: 'x-honeycomb-team=YOUR_API_KEY',
   },
   {
     name: 'OTEL_SERVICE_NAME',
     production: 'no',
-    development: '`mcp-remote-auth-proxy`',
-    meaning: 'Service name on traces. Not used yet.',
-    example: 'mcp-remote-auth-proxy',
+    development: '`unnamed_mcp_remote_auth_proxy`',
+    meaning: 'Service name on traces; on Heroku, the app name is a good choice.',
+    example: 'my-mcp-app',
   },
 ];
 

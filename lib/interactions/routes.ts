@@ -13,8 +13,6 @@ import { GrantSecret, type Vault } from '../vault/index.ts';
 import { grantSecretCookie } from '../vault/token-secret.ts';
 import type { Views } from '../views/index.ts';
 
-export const CALLBACK_PATH = '/interaction/identity/callback';
-
 /** What we remember between the consent POST and the upstream callback (R20). */
 interface PendingLogin {
   uid: string;
@@ -104,7 +102,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     res.redirect(303, (await identity.authorizationUrl({ state, codeVerifier, nonce })).href);
   };
 
-  router.get(CALLBACK_PATH, async (req, res) => {
+  router.get(config.callbackPath, async (req, res) => {
     const state = typeof req.query.state === 'string' ? req.query.state : '';
     if (!state) {
       throw new PageError(

@@ -104,6 +104,9 @@ export async function startMcpServer(opts: StartMcpServerOptions): Promise<McpSe
       cwd: run.cwd,
       env: childEnvironment(opts.env ?? process.env, run, url),
       stdio: ['ignore', 'pipe', 'pipe'],
+      // A shell command line gets a process group of its own, so that stop() can reach the server
+      // the shell started (see `signalChild`).
+      detached: run.shell === true,
     });
   } catch (error) {
     // Synchronous throws are argument problems (e.g. a NUL byte in the command).
@@ -139,15 +142,29 @@ export async function startMcpServer(opts: StartMcpServerOptions): Promise<McpSe
   const pid = child.pid!;
   logger.info('mcp server started', { pid, command: run.command, port });
 
+  // `/bin/sh -c 'cd /app && npm start'` does not pass SIGTERM on to npm: signalling the shell
+  // alone would leave the server running on its port. The whole group is signalled instead.
+  const signalChild = (signal: NodeJS.Signals) => {
+    if (run.shell) {
+      try {
+        process.kill(-pid, signal);
+        return;
+      } catch {
+        // The group is already gone; fall through to the child itself.
+      }
+    }
+    child.kill(signal);
+  };
+
   const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = DEFAULT_STOP_GRACE_MS): Promise<McpServerExit> => {
     if (child.exitCode !== null || child.signalCode !== null) return exited;
-    child.kill(signal);
+    signalChild(signal);
     const timer = setTimeout(() => {
       logger.warn('mcp server did not exit in time; killing it', {
         pid,
         grace_ms: graceMs,
       });
-      child.kill('SIGKILL');
+      signalChild('SIGKILL');
     }, graceMs);
     try {
       return await exited;
