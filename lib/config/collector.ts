@@ -1,3 +1,4 @@
+import { ProxyError } from '../http/errors.ts';
 import { exampleOf } from './variables.ts';
 
 export interface ConfigProblem {
@@ -8,15 +9,13 @@ export interface ConfigProblem {
 }
 
 /** Every problem of the environment at once, so an operator fixes them in one deploy, not ten. */
-export class ConfigError extends Error {
-  readonly code = 'CONFIG_INVALID';
+export class ConfigError extends ProxyError {
   readonly problems: readonly ConfigProblem[];
 
   constructor(problems: readonly ConfigProblem[]) {
     const count = problems.length === 1 ? '1 problem' : `${problems.length} problems`;
     const lines = problems.map((p) => `${p.variable}: ${p.problem} (example: ${p.example})`);
-    super([`Invalid configuration, ${count}:`, ...lines].join('\n'));
-    this.name = 'ConfigError';
+    super('CONFIG_INVALID', [`Invalid configuration, ${count}:`, ...lines].join('\n'));
     this.problems = problems;
   }
 }
