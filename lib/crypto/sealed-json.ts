@@ -1,4 +1,4 @@
-import { createSecretKey, type KeyObject } from 'node:crypto';
+import { createSecretKey, hkdfSync, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, compactDecrypt, decodeProtectedHeader, type CompactJWEHeaderParameters } from 'jose';
 
 /**
@@ -33,6 +33,14 @@ export interface Sealing {
 /** Why a value did not open. Callers treat each as "absent"; operators want to know which. */
 export type OpenFailure = 'malformed' | 'other-key' | 'tampered';
 export type Opened = { ok: true; value: unknown } | { ok: false; reason: OpenFailure };
+
+/**
+ * A public name for `key` (its `kid`): 6 bytes of HKDF under the caller's label. It reveals nothing
+ * about the key and changes when the key does.
+ */
+export function keyIdOf(key: Buffer, label: string): string {
+  return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), label, 6)).toString('base64url');
+}
 
 const ALG = 'dir';
 const ENC = 'A256GCM';

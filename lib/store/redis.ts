@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 
 import { Redis } from 'ioredis';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
@@ -17,7 +17,6 @@ export { hashId };
 
 export const recordKey = (model: string, id: string): string => `oidc:${model}:${hashId(id)}`;
 export const uidIndexKey = (uid: string): string => `oidc:uid:${hashId(uid)}`;
-export const userCodeIndexKey = (userCode: string): string => `oidc:userCode:${hashId(userCode)}`;
 export const grantSetKey = (grantId: string): string => `oidc:grant:${hashId(grantId)}`;
 
 /** Models oidc-provider revokes together through `revokeByGrantId`. */
@@ -31,34 +30,12 @@ export const GRANTABLE = new Set([
 ]);
 
 /**
- * A DeviceCode found by user code is saved again by oidc-provider under its id, so the user-code
- * index must yield the id — yet the id is the device_code bearer secret. It is kept encrypted
- * under a key derived from the user code (HKDF, distinct from the hash that names the index key),
- * and the record itself never stores the user code. User codes are short by design (RFC 8628
- * §6.1), so this hides device codes from a reader of a dump, not from an offline brute force; the
- * proxy does not enable the device flow.
+ * The device flow (RFC 8628) is not enabled, so oidc-provider never writes a user code nor looks
+ * one up. Refused loudly rather than stored in clear or answered "not found", should someone
+ * enable it: its user-code index would need a design of its own (user codes are short enough to
+ * brute-force, and the lookup must yield the device_code, a bearer secret).
  */
-function userCodeKey(userCode: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', userCode, '', 'oidc userCode index v1', 32));
-}
-
-export function sealForUserCode(userCode: string, id: string): string {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', userCodeKey(userCode), iv);
-  const sealed = Buffer.concat([cipher.update(id, 'utf8'), cipher.final()]);
-  return Buffer.concat([iv, sealed, cipher.getAuthTag()]).toString('base64url');
-}
-
-export function openForUserCode(userCode: string, sealed: string): string | undefined {
-  try {
-    const raw = Buffer.from(sealed, 'base64url');
-    const decipher = createDecipheriv('aes-256-gcm', userCodeKey(userCode), raw.subarray(0, 12));
-    decipher.setAuthTag(raw.subarray(raw.length - 16));
-    return Buffer.concat([decipher.update(raw.subarray(12, -16)), decipher.final()]).toString();
-  } catch {
-    return undefined;
-  }
-}
+export const DEVICE_FLOW_UNSUPPORTED = 'the device flow (user codes) is not supported by this store';
 
 /**
  * What a record holds. `payload` never contains the id: oidc-provider puts the id in `jti`, which
@@ -76,14 +53,13 @@ export function encodePayload(id: string, payload: AdapterPayload): { payload: s
   const copy: AdapterPayload = { ...payload };
   const stripJti = copy.jti === id;
   if (stripJti) delete copy.jti;
-  delete copy.userCode;
+  if (copy.userCode !== undefined) throw new Error(DEVICE_FLOW_UNSUPPORTED);
   return { payload: JSON.stringify(copy), jti: stripJti };
 }
 
-export function decodeRecord(record: StoredRecord, restore: { jti?: string; userCode?: string }): AdapterPayload {
+export function decodeRecord(record: StoredRecord, restore: { jti?: string }): AdapterPayload {
   const payload = JSON.parse(record.payload) as AdapterPayload;
   if (record.jti && restore.jti !== undefined) payload.jti = restore.jti;
-  if (restore.userCode !== undefined) payload.userCode = restore.userCode;
   if (record.consumed !== undefined) payload.consumed = record.consumed;
   return payload;
 }
@@ -107,7 +83,7 @@ export const idHashOf = (key: string): string => key.slice(key.lastIndexOf(':') 
 
 /**
  * Removes a record's index entries that still point at it (a newer record may have taken the uid
- * or user code since) and its membership of its grant set. Index values start with the record's
+ * since) and its membership of its grant set. Index values start with the record's
  * hashed id; hashes are base64url, so they never contain the ':' that ends the key.
  */
 const UNLINK = `
@@ -340,10 +316,6 @@ export function createRedisStore(config: RedisConfig): Store {
         indexKeys.push(k(uidIndexKey(payload.uid)));
         indexValues.push(h);
       }
-      if (payload.userCode) {
-        indexKeys.push(k(userCodeIndexKey(payload.userCode)));
-        indexValues.push(`${h}.${sealForUserCode(payload.userCode, id)}`);
-      }
       await upsertScript(
         [k(record), ...(grant ? [k(grant)] : []), ...indexKeys],
         [encoded.payload, encoded.jti ? '1' : '0', expiresIn ?? 0, grant ? '1' : '0', ...indexValues],
@@ -367,14 +339,8 @@ export function createRedisStore(config: RedisConfig): Store {
       return record && decodeRecord(record, {});
     }
 
-    async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-      const value = await client.get(k(userCodeIndexKey(userCode)));
-      if (!value) return undefined;
-      const dot = value.indexOf('.');
-      const id = openForUserCode(userCode, value.slice(dot + 1));
-      if (id === undefined) return undefined;
-      const record = await readRecord(recordKey(this.model, id));
-      return record && decodeRecord(record, { jti: id, userCode });
+    async findByUserCode(): Promise<AdapterPayload | undefined> {
+      throw new Error(DEVICE_FLOW_UNSUPPORTED);
     }
 
     async consume(id: string): Promise<void> {

@@ -2,6 +2,7 @@ import { createHash, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
 import { openLegacyGcm } from '../crypto/legacy-gcm.ts';
 import {
+  keyIdOf,
   openJson,
   sealJson,
   type Opened as OpenedJson,
@@ -55,7 +56,7 @@ function hkdf(ikm: Buffer, salt: Buffer, info: string, length: number): Buffer {
  * about the key: it is one more HKDF output under its own label.
  */
 export function keyId(root: Buffer): string {
-  return hkdf(root, Buffer.alloc(0), `${LABEL} key id`, 6).toString('base64url');
+  return keyIdOf(root, `${LABEL} key id`);
 }
 
 /**
