@@ -94,7 +94,8 @@ function openV1(refreshToken: string, id: string, sealed: string): unknown {
   }
 }
 
-async function openRecord(
+/** The record a rotation of `refreshToken` left under hash `id`, if it opens. Exported for tests. */
+export async function openGraceRecord(
   refreshToken: string,
   id: string,
   sealed: string | undefined,
@@ -223,11 +224,11 @@ export function installRefreshGrace({
     const id = hashId(presented);
     const done = await poll(
       async () => {
-        const record = await openRecord(presented, id, await store.get(refreshGraceKey(id)));
+        const record = await openGraceRecord(presented, id, await store.get(refreshGraceKey(id)));
         if (record) return replay(ctx, record).then(() => true);
         const locked = await withLock(store, refreshGraceLockKey(id), LOCK_SECONDS, async () => {
           // The previous holder may have stored its record between our read and our lock.
-          const late = await openRecord(presented, id, await store.get(refreshGraceKey(id)));
+          const late = await openGraceRecord(presented, id, await store.get(refreshGraceKey(id)));
           if (late) await replay(ctx, late);
           else await rotate(ctx, presented, id);
         });
