@@ -60,13 +60,15 @@ async function measure(name: string, op: () => unknown): Promise<void> {
     runs.push(n / (Number(process.hrtime.bigint() - start) / 1e9));
   }
   runs.sort((a, b) => a - b);
-  console.log(`${name.padEnd(28)} ${Math.round(runs[2]!).toLocaleString('en')} ops/s (median of 5 × 20,000)`);
+  process.stdout.write(
+    `${name.padEnd(28)} ${Math.round(runs[2]!).toLocaleString('en')} ops/s (median of 5 × 20,000)` + '\n',
+  );
 }
 
 const legacy = gcmSeal();
 const jwe = await sealJson(sealing(), entry);
-console.log(
-  `node ${process.version}; record: ${JSON.stringify(entry).length} bytes JSON; v3 ${legacy.length} chars, JWE ${jwe.length} chars`,
+process.stdout.write(
+  `node ${process.version}; record: ${JSON.stringify(entry).length} bytes JSON; v3 ${legacy.length} chars, JWE ${jwe.length} chars\n`,
 );
 await measure('v3 node:crypto seal', gcmSeal);
 await measure('v3 node:crypto open', () => gcmOpen(legacy));
