@@ -1,7 +1,7 @@
 /**
  * Seal/open throughput of a typical vault record: the hand-written AES-256-GCM layout (v3) against
  * the compact JWE of lib/crypto/sealed-json.ts, each with the vault's per-grant HKDF included.
- * Run: npm exec -- node --import tsx scripts/bench-sealing.ts
+ * Run: npm exec -- node --import tsx bench/sealing.ts
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { openJson, sealJson } from '../lib/crypto/sealed-json.ts';
