@@ -9,6 +9,7 @@ import { resourceScopes } from './auth-server/provider.ts';
 import type { Config } from './config/types.ts';
 import { errorHandler } from './http/errors.ts';
 import { clientProtocol } from './http/forwarded.ts';
+import { homeRoutes } from './http/home.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { createMcpProxy, type McpProxy } from './proxy/index.ts';
@@ -110,6 +111,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
 
   app.use(corsRoutes(config));
   app.use(metadataRoutes(config));
+  app.use(homeRoutes(deps));
   app.use(
     interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey, grantSecretCookieKey: deps.keys.grantSecretCookieKey }),
   );

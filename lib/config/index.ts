@@ -14,6 +14,7 @@ import type {
   ProxyConfig,
   RedisConfig,
   TelemetryConfig,
+  BrandingConfig,
 } from './types.ts';
 import { isLoopbackHost } from '../http/loopback.ts';
 import { exampleOf, isKnownVariable } from './variables.ts';
@@ -132,6 +133,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
   const proxy = readProxy(c);
   const cimd = readCimd(c);
   const telemetry = readTelemetry(c);
+  const branding = readBranding(c);
   warnAboutUnknownVariables(c, env);
 
   if (c.problems.length > 0) throw new ConfigError(c.problems);
@@ -147,6 +149,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     proxy: defined(proxy),
     cimd: defined(cimd),
     telemetry,
+    branding,
     warnings: c.warnings,
   };
 }
@@ -703,6 +706,12 @@ function readTelemetry(c: Collector): TelemetryConfig {
     if (raw !== undefined && parseHttpUrl(c, name, raw)) otlpEndpoint = raw;
   }
   return { otlpEndpoint, serviceName: c.read('OTEL_SERVICE_NAME') ?? DEFAULT_SERVICE_NAME };
+}
+
+function readBranding(c: Collector): BrandingConfig {
+  const rawFavicon = c.read('BRANDING_FAVICON');
+  const favicon = rawFavicon === undefined ? undefined : parseHttpUrl(c, 'BRANDING_FAVICON', rawFavicon);
+  return { title: c.read('BRANDING_TITLE'), faviconUrl: favicon?.href };
 }
 
 function warnAboutUnknownVariables(c: Collector, env: NodeJS.ProcessEnv): void {

@@ -24,6 +24,7 @@ export interface Config {
   readonly proxy: ProxyConfig;
   readonly cimd: CimdConfig;
   readonly telemetry: TelemetryConfig;
+  readonly branding: BrandingConfig;
   /** Warnings to print at start-up (risky switches, development fallbacks in use). */
   readonly warnings: readonly string[];
 }
@@ -98,4 +99,11 @@ export interface TelemetryConfig {
   /** OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; absent → no tracing. */
   readonly otlpEndpoint: string | undefined;
   readonly serviceName: string;
+}
+
+export interface BrandingConfig {
+  /** BRANDING_TITLE: the service's name on every page. Absent → the MCP URL's host. */
+  readonly title: string | undefined;
+  /** BRANDING_FAVICON: absolute http(s) URL of the pages' icon. Absent → the built-in icon. */
+  readonly faviconUrl: string | undefined;
 }

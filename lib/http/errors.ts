@@ -22,6 +22,7 @@ export async function sendErrorPage(views: Views, res: Response, error: PageErro
     title: error.heading,
     heading: error.heading,
     message: error.message,
+    next: 'next' in error ? error.next : undefined,
     code: error.code,
     requestId: currentRequestId(),
   });
