@@ -309,8 +309,8 @@ describe('consent (R19) and the consent page', function () {
       expect(page.body).to.contain('an application on this computer (127.0.0.1:33418)');
       expect(page.body).to.contain('<dd>the development identity provider</dd>');
       // What the client may do, in words; the upstream scope is the IdP's vocabulary, not the user's.
-      expect(page.body).to.contain(`use the tools and data of ${service} on your behalf`);
-      expect(page.body).to.contain('stay connected for up to 30 days');
+      expect(page.body).to.contain(`Use the tools and data of ${service} as you`);
+      expect(page.body).to.contain('Stay connected for up to 30 days');
       expect(page.body).to.not.contain('openid profile offline_access');
     });
 
@@ -318,7 +318,7 @@ describe('consent (R19) and the consent page', function () {
       const client = await register({ grant_types: ['authorization_code'] });
       const page = await createBrowser().follow(authorization(client, SCHEME_REDIRECT).url);
       expect(isConsentPage(page), `${page.status} at ${page.url}`).to.equal(true);
-      expect(page.body).to.contain('stay connected for about an hour');
+      expect(page.body).to.contain('Stay connected for about an hour');
       expect(page.body).to.contain('<dd>the cursor app</dd>');
     });
 

@@ -54,7 +54,7 @@ const LOGIN_ERRORS = {
   invalid_client: {
     status: 400,
     heading: 'Unknown application',
-    message: 'The application that sent you here is not registered with this service (any more).',
+    message: 'The application that sent you here is not registered with this service, or its registration has expired.',
     next: 'In the application, remove this server (or clear its saved sign-in) and add it again: it will register anew.',
   },
 } as const satisfies Record<string, { status: number; heading: string; message: string; next: string }>;
@@ -116,9 +116,9 @@ export function describeRedirect(redirectUri: unknown): string {
  */
 export function abilitiesOf(input: { service: string; refreshTokens: boolean; refreshDays: number }): string[] {
   return [
-    `use the tools and data of ${input.service} on your behalf, with your account's access`,
+    `Use the tools and data of ${input.service} as you, with your account's access`,
     input.refreshTokens
-      ? `stay connected for up to ${input.refreshDays} days without asking you again`
-      : 'stay connected for about an hour, then ask you to sign in again',
+      ? `Stay connected for up to ${input.refreshDays} days without asking you again`
+      : 'Stay connected for about an hour, then ask you to sign in again',
   ];
 }

@@ -42,10 +42,11 @@ code { background: var(--ground); border-radius: 4px; padding: .1rem .3rem; }
 pre { background: var(--ground); border: 1px solid var(--line); border-radius: 8px; padding: .75rem; overflow-x: auto; white-space: pre-wrap; margin: 0 0 1rem; }
 pre code { background: none; padding: 0; }
 .lead { font-size: 1.05rem; }
+.url { font-size: 1rem; font-weight: 600; border-color: #b9bec9; background: var(--paper); }
 .muted { color: var(--muted); font-size: .92rem; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: .45rem 1rem; margin: 1.25rem 0; padding: 1rem 0; border-top: 1px solid var(--line); border-bottom: 1px solid var(--line); }
 .facts dt { color: var(--muted); }
-.facts dd { margin: 0; font-weight: 600; }
+.facts dd { margin: 0; font-weight: 500; }
 .actions { display: flex; flex-wrap: wrap; gap: .75rem; margin-top: 1.5rem; }
 .actions form { margin: 0; }
 button, .button {
