@@ -167,7 +167,8 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
       ctx.set(views.headers);
       // A client the store no longer knows (a development restart, an expired registration) can
       // only be fixed in the client: the page says so instead of a bare `invalid_client`.
-      const known = loginErrorText(out.error);
+      const unknownClient = (error as { error_detail?: string }).error_detail === 'client not found';
+      const known = unknownClient ? loginErrorText('invalid_client') : undefined;
       ctx.body = await views.render('error', {
         title: known?.heading ?? 'Sign-in error',
         heading: known?.heading ?? 'Sign-in could not continue',

@@ -76,9 +76,9 @@ export function loginError(code: LoginErrorCode): LoginPageError {
   return new LoginPageError(code);
 }
 
-/** The text of an error a client receives (e.g. `invalid_client` at the authorization endpoint). */
-export function loginErrorText(code: string): { heading: string; message: string; next: string } | undefined {
-  return Object.hasOwn(LOGIN_ERRORS, code) ? LOGIN_ERRORS[code as LoginErrorCode] : undefined;
+/** The words of a login error, for pages rendered elsewhere (oidc-provider's own error page). */
+export function loginErrorText(code: LoginErrorCode): { heading: string; message: string; next: string } {
+  return LOGIN_ERRORS[code];
 }
 
 /** Well-known identity providers by host, so the page says "Google" rather than a host name. */

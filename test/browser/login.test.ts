@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import type { Browser, Page, Response } from 'playwright-core';
-import { focusVisible, launchChromium, screenshots, seriousViolations, tabTo } from '../helpers/chromium.ts';
+import { focusedId, focusVisible, launchChromium, screenshots, seriousViolations, tabTo } from '../helpers/chromium.ts';
 import { authorizationUrl, registerClient } from '../helpers/oauth.ts';
 import { startStack, type Stack } from '../helpers/stack.ts';
 
@@ -86,7 +86,7 @@ describe('the pages in a real browser', function () {
     expect(await page.locator('h1').textContent()).to.equal('Sign in');
     await inspect(page, '3-identity-provider');
     // The user name field has focus on arrival; Enter signs in.
-    expect(await page.evaluate(() => document.activeElement?.id)).to.equal('login');
+    expect(await focusedId(page)).to.equal('login');
     await page.keyboard.press('ControlOrMeta+A');
     await page.keyboard.type('ada');
     await page.keyboard.press('Enter');

@@ -24,6 +24,23 @@ export async function launchChromium(): Promise<Browser> {
   });
 }
 
+/**
+ * The few browser globals the functions below run with inside the page (this project compiles
+ * without the DOM library, so they are declared here rather than imported).
+ */
+interface PageElement {
+  id: string;
+  textContent: string | null;
+  matches(selector: string): boolean;
+}
+declare const document: { activeElement: PageElement | null; documentElement: { scrollWidth: number } };
+declare function getComputedStyle(element: PageElement): { outlineStyle: string; outlineWidth: string };
+
+/** The focused element's id, or undefined. */
+export async function focusedId(page: Page): Promise<string | undefined> {
+  return page.evaluate(() => document.activeElement?.id || undefined);
+}
+
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 export interface AxeViolation {
