@@ -8,7 +8,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import Provider, { type Adapter, type AdapterPayload, type Configuration, type Interaction } from 'oidc-provider';
 
 import { log } from '../telemetry/log.ts';
-import { FAVICON_SVG, PAGE_CSS } from '../views/assets.ts';
+import { escapeHtml, expiredPage, loginPage, page, sendPage } from './identity-provider-pages.ts';
 
 /**
  * An embedded upstream identity provider for local development (`npm start` without an
@@ -406,73 +406,6 @@ async function closeServer(server: Server): Promise<void> {
   // Keep-alive connections from fetch would otherwise hold close() open for seconds.
   server.closeAllConnections();
   await closed;
-}
-
-function loginPage(uid: string, login: string, error?: string): string {
-  const invalid = error ? ' aria-invalid="true" aria-describedby="login-error"' : '';
-  return page(
-    'Sign in',
-    `<h1>Sign in</h1>
-<p class="notice">Development identity provider: any user name is accepted. It exists for local development only.</p>
-${error ? `<p class="alert" id="login-error" role="alert">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="/interaction/${encodeURIComponent(uid)}/login">
-  <label for="login">User name</label>
-  <input type="text" id="login" name="login" value="${escapeHtml(login)}" autocomplete="username" autofocus required${invalid}>
-  <div class="actions"><button type="submit" class="primary">Sign in</button></div>
-</form>`,
-  );
-}
-
-/** The icon inline: this server has no other page to serve it from, and no favicon 404s. */
-const ICON = `data:image/svg+xml,${encodeURIComponent(FAVICON_SVG)}`;
-
-/** The proxy's page style (lib/views/assets.ts), so the whole login looks like one journey. */
-function page(title: string, body: string): string {
-  return `<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)} · Development identity provider</title>
-<link rel="icon" href="${ICON}">
-<style>${PAGE_CSS}</style></head>
-<body>
-<div class="page">
-<header class="brand"><img src="${ICON}" alt=""><span>Development identity provider</span></header>
-<main class="card">
-${body}
-</main>
-</div>
-</body>
-</html>`;
-}
-
-/** Same policy as the proxy's pages: no script, no framing, nothing from elsewhere. */
-function sendPage(res: Response, status: number, html: string): void {
-  res
-    .status(status)
-    .set({
-      'Content-Type': 'text/html; charset=utf-8',
-      'Cache-Control': 'no-store',
-      'Content-Security-Policy':
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'",
-      'X-Frame-Options': 'DENY',
-    })
-    .send(html);
-}
-
-function expiredPage(): string {
-  return page(
-    'Sign-in expired',
-    '<h1>This sign-in has expired</h1><p>Go back to the application and start the connection again.</p>',
-  );
-}
-
-function escapeHtml(text: string): string {
-  return text
-    .replaceAll('&', '&amp;')
-    .replaceAll('<', '&lt;')
-    .replaceAll('>', '&gt;')
-    .replaceAll('"', '&quot;')
-    .replaceAll("'", '&#39;');
 }
 
 interface Entry {
