@@ -50,8 +50,8 @@ describe('the pages in a real browser', function () {
     expect(missing, 'responses answered 404').to.deep.equal([]);
   });
 
-  async function newPage(): Promise<Page> {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  async function newPage(options: { javaScriptEnabled?: boolean } = {}): Promise<Page> {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
     const page = await context.newPage();
     page.on('response', (response: Response) => {
       if (response.status() === 404) missing.push(response.url());
@@ -65,6 +65,16 @@ describe('the pages in a real browser', function () {
     const { overflowsAt320 } = await screenshots(page, name);
     expect(overflowsAt320, `${name}: horizontal scrolling at 320 px`).to.equal(false);
   }
+
+  it('axe-core is live: it finds an unlabelled field and poor contrast', async function () {
+    const page = await newPage();
+    await page.setContent(
+      '<!doctype html><html lang="en"><title>t</title><main><input type="text"><p style="color:#ccc">faint</p></main></html>',
+    );
+    const found = (await seriousViolations(page)).map((violation) => violation.id);
+    expect(found).to.include.members(['label', 'color-contrast']);
+    await page.context().close();
+  });
 
   it('home page → consent → identity provider → back to the client, by keyboard alone', async function () {
     const page = await newPage();
@@ -98,8 +108,8 @@ describe('the pages in a real browser', function () {
     await page.context().close();
   });
 
-  it('Cancel, by keyboard, returns access_denied to the client', async function () {
-    const page = await newPage();
+  it('Cancel, by keyboard and without JavaScript, returns access_denied to the client', async function () {
+    const page = await newPage({ javaScriptEnabled: false });
     await page.goto(authorizationUrl(stack.baseUrl, client.id, client.redirectUri, undefined, { state: 'xyz' }));
     await tabTo(page, 'Cancel');
     expect(await focusVisible(page), 'focus indicator on Cancel').to.equal(true);
