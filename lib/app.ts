@@ -84,7 +84,7 @@ export function createWeb(deps: AppDeps): Web {
 }
 
 /** The Express app, with the `/mcp` handler mounted behind CORS for browser clients. */
-export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps)): Express {
+export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   const { config, provider, views, log } = deps;
   const app = express();
   app.disable('x-powered-by');

@@ -1,3 +1,7 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { clientProtocol } from '../http/forwarded.ts';
+import type { Caller } from './authenticate.ts';
+
 /**
  * Header policy of `/mcp` (R8): every end-to-end header passes both ways, in its original case,
  * order and repetition (`rawHeaders`), except the few this proxy owns. Anything a future MCP
@@ -114,6 +118,67 @@ export function forwardRequestHeaders(raw: readonly string[], policy: CookiePoli
     out.push(name, value);
   }
   return out;
+}
+
+/**
+ * Header values carry visible ASCII only. An account id outside that (a Unicode user name at a
+ * non-OIDC provider) is sent percent-encoded as UTF-8, and so is one holding `%`, so that a `%`
+ * in the header always means "percent-decode me".
+ */
+export function headerSafe(value: string): string {
+  return /^[\x21-\x24\x26-\x7e]*$/.test(value) ? value : encodeURIComponent(value);
+}
+
+/** The identity headers of a caller, as a raw name/value list (computed once per cached token). */
+export function identityHeaders(caller: Caller): string[] {
+  return [
+    'X-Authorization-Scope',
+    caller.scope,
+    'X-Dynamic-Client-Id',
+    headerSafe(caller.clientId),
+    'X-User-Id',
+    headerSafe(caller.accountId),
+  ];
+}
+
+/**
+ * Every header of the request to the MCP server: the client's (`forwardRequestHeaders`), then
+ * ours. `replayLength`: the kept body's size when this is a replay (its framing is ours to
+ * declare).
+ */
+export function upstreamRequestHeaders(
+  req: IncomingMessage,
+  res: ServerResponse,
+  host: string,
+  cookies: CookiePolicy,
+  identity: readonly string[],
+  accessToken: string,
+  replayLength?: number,
+): string[] {
+  const replay = replayLength !== undefined;
+  const headers = forwardRequestHeaders(req.rawHeaders, cookies, !replay);
+  const priorFor = req.headers['x-forwarded-for'];
+  const remote = req.socket.remoteAddress ?? '';
+  headers.push(
+    'Host',
+    host,
+    // R4: the MCP server sees the user's upstream token, never ours.
+    'Authorization',
+    `Bearer ${accessToken}`,
+    'X-Forwarded-For',
+    priorFor ? `${priorFor}, ${remote}` : remote,
+    'X-Forwarded-Proto',
+    clientProtocol(req),
+    'X-Forwarded-Host',
+    req.headers.host ?? '',
+  );
+  headers.push(...identity);
+  const requestId = res.getHeader('x-request-id');
+  if (typeof requestId === 'string') headers.push('X-Request-Id', requestId);
+  if (replay && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)) {
+    headers.push('Content-Length', String(replayLength));
+  }
+  return headers;
 }
 
 export interface ResponseHead {
