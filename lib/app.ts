@@ -11,7 +11,7 @@ import { errorHandler } from './http/errors.ts';
 import { clientProtocol } from './http/forwarded.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
-import { createMcpProxy, type McpProxy } from './proxy/index.ts';
+import { createMcpProxy, type McpProxy, type McpServerReadiness } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
 import { runWithRequestId, type Logger } from './telemetry/log.ts';
 import type { Vault } from './vault/index.ts';
@@ -28,6 +28,8 @@ export interface AppDeps {
   views: Views;
   keys: KeyMaterial;
   log: Logger;
+  /** The supervised MCP server, when there is one: `/mcp` answers 503 while it is not ready. */
+  mcpServer?: McpServerReadiness;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9\-_.]{8,128}$/;

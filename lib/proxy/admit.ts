@@ -146,6 +146,15 @@ export function limitDeclaredBody({ answer }: ProxyContext): Step {
   };
 }
 
+/** While the MCP server (re)starts, 503 with Retry-After: a port not listening yet would be a 502. */
+export function awaitMcpServer({ mcpServer, answer }: ProxyContext): Step {
+  return ({ res }) => {
+    if (mcpServer === undefined || mcpServer.isReady()) return true;
+    answer.mcpServerStarting(res);
+    return false;
+  };
+}
+
 /** R22: the upstream credentials of the caller's grant, from the vault (refreshed ahead), then cached. */
 export function loadUpstreamCredentials({ vault, cache, answer }: ProxyContext): Step {
   return (call) => {

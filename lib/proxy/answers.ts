@@ -7,7 +7,7 @@ import { BodyTooLargeError, ClientGoneError } from './body.ts';
 import { sendChallenge, sendJson } from './challenge.ts';
 
 /** How long a client is asked to wait before trying again, in seconds (Retry-After). */
-const RETRY_AFTER = { store: '2', identityProvider: '5' } as const;
+const RETRY_AFTER = { store: '2', identityProvider: '5', mcpServer: '2' } as const;
 
 /**
  * Every answer `/mcp` makes itself rather than the MCP server: small JSON documents for programs,
@@ -88,6 +88,13 @@ export class Answers {
   identityProviderUnavailable(res: ServerResponse): void {
     this.error(res, 503, 'temporarily_unavailable', 'the identity provider is unavailable; try again shortly', {
       'Retry-After': RETRY_AFTER.identityProvider,
+    });
+  }
+
+  /** The MCP server is (re)starting: nothing is forwarded to a port that may not be listening yet. */
+  mcpServerStarting(res: ServerResponse): void {
+    this.error(res, 503, 'temporarily_unavailable', 'the MCP server is starting; try again shortly', {
+      'Retry-After': RETRY_AFTER.mcpServer,
     });
   }
 

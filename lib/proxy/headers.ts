@@ -181,6 +181,8 @@ export function upstreamRequestHeaders(
   return headers;
 }
 
+const EVENT_STREAM = /^\s*text\/event-stream\s*(?:;|$)/i;
+
 export interface ResponseHead {
   /**
    * By name, in the MCP server's spelling; a repeated field (Set-Cookie…) is an array, so Node
@@ -190,6 +192,8 @@ export interface ResponseHead {
   headers: Record<string, string | string[]>;
   /** Whether the body's length is known up front (otherwise it is a stream, e.g. SSE). */
   sized: boolean;
+  /** Whether the body is an event stream (SSE): see `streamBack` for why it matters. */
+  eventStream: boolean;
 }
 
 /** The MCP server's response headers minus hop-by-hop ones and any attempt to set our cookies. */
@@ -198,6 +202,7 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
   const headers: Record<string, string | string[]> = {};
   const spelling = new Map<string, string>();
   let sized = false;
+  let eventStream = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
@@ -208,6 +213,7 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
     if (lower.startsWith('access-control-')) continue;
     if (lower === 'set-cookie' && setsOurCookie(value, policy)) continue;
     if (lower === 'content-length') sized = true;
+    else if (lower === 'content-type') eventStream = EVENT_STREAM.test(value);
     const key = spelling.get(lower);
     if (key === undefined) {
       spelling.set(lower, name);
@@ -217,5 +223,5 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
       headers[key] = Array.isArray(previous) ? [...previous, value] : [previous, value];
     }
   }
-  return { headers, sized };
+  return { headers, sized, eventStream };
 }

@@ -6,6 +6,7 @@ import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import type { Vault } from '../vault/index.ts';
 import {
+  awaitMcpServer,
   checkOrigin,
   identifyCaller,
   limitDeclaredBody,
@@ -19,10 +20,11 @@ import type { KnownToken } from './authenticate.ts';
 import { HotPathCache } from './cache.ts';
 import { forwardToMcpServer } from './forward.ts';
 import { cookiePolicy } from './headers.ts';
-import { inOrder, McpCall, type AdmittedCall, type ProxyContext } from './pipeline.ts';
+import { inOrder, McpCall, type AdmittedCall, type McpServerReadiness, type ProxyContext } from './pipeline.ts';
 import { createTarget } from './upstream.ts';
 
 export { GRANT_REVOKED_CHANNEL } from '../auth-server/grant-events.ts';
+export type { McpServerReadiness } from './pipeline.ts';
 
 export interface McpProxyDeps {
   config: Config;
@@ -30,6 +32,8 @@ export interface McpProxyDeps {
   vault: Vault;
   store: Store;
   log: Logger;
+  /** When given, `/mcp` answers 503 instead of forwarding while it reports not ready. */
+  mcpServer?: McpServerReadiness;
 }
 
 /**
@@ -43,7 +47,7 @@ export type McpProxy = (req: IncomingMessage, res: ServerResponse) => void;
  * only the store (a token or grant not cached yet) makes one wait. Every outcome is answered here,
  * the proxy's own defects included (500, logged).
  */
-export function createMcpProxy({ config, provider, vault, store, log }: McpProxyDeps): McpProxy {
+export function createMcpProxy({ config, provider, vault, store, log, mcpServer }: McpProxyDeps): McpProxy {
   const revocation = grantRevocation({ provider, store, vault, log }, (grantId) => cache.dropGrant(grantId));
   const cache = new HotPathCache<KnownToken>(revocation.subscription);
   const ctx: ProxyContext = {
@@ -56,6 +60,7 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
     revocation,
     target: createTarget(config.mcp.serverUrl),
     cookies: cookiePolicy(['session', 'interaction', 'resume'].map((type) => provider.cookieName(type))),
+    mcpServer,
   };
 
   const admit = inOrder(
@@ -65,6 +70,7 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
     identifyCaller(ctx), //          R2–R4: our token for this resource (cached)
     requireScopes(ctx), //           R5
     limitDeclaredBody(ctx), //       413 before anything is sent on
+    awaitMcpServer(ctx), //          503 while it (re)starts
     loadUpstreamCredentials(ctx), // R22: the grant's upstream token (cached, refreshed ahead)
   );
   // Streams both ways; on the MCP server's 401, refresh once and replay (retry.ts).

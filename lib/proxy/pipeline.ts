@@ -10,6 +10,11 @@ import type { HotPathCache } from './cache.ts';
 import type { CookiePolicy } from './headers.ts';
 import type { UpstreamTarget } from './upstream.ts';
 
+/** Whether the MCP server accepts requests now (false while it is starting or restarting). */
+export interface McpServerReadiness {
+  isReady(): boolean;
+}
+
 /** What the steps of `/mcp` share: built once per proxy. */
 export interface ProxyContext {
   readonly config: Config;
@@ -21,6 +26,7 @@ export interface ProxyContext {
   readonly revocation: GrantRevocation;
   readonly target: UpstreamTarget;
   readonly cookies: CookiePolicy;
+  readonly mcpServer: McpServerReadiness | undefined;
 }
 
 /** One `/mcp` request on its way through the steps; each step fills in what it established. */

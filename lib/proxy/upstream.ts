@@ -136,14 +136,23 @@ export function sendUpstreamAsync(target: UpstreamTarget, options: UpstreamReque
 /**
  * Streams the MCP server's answer to the client, event by event for SSE: every chunk is written
  * when it arrives, and pipe() pauses the MCP server's response while the client reads slower
- * than it writes. An answer cut short upstream is cut short here too (the client sees the
- * connection end before the response did), never ended as if complete.
+ * than it writes.
+ *
+ * An answer cut short upstream (the MCP server died, restarted or reset the connection):
+ * - an event stream is ended as a complete response. SSE delimits its own events and a client
+ *   drops an event cut off at the end of the stream (WHATWG HTML §9.2.6), so nothing false
+ *   reaches it; and a stream the server closes is what an MCP client expects and resumes from
+ *   (`Last-Event-ID`), where a reset connection is reported to it as a network failure;
+ * - any other body is cut short here too (the connection closes before the response is complete):
+ *   a truncated JSON document or file ended as if complete would be taken for the whole.
  */
 export function streamBack(upstream: IncomingMessage, res: ServerResponse, head: ResponseHead): void {
   // Set with setHeader underneath, so the MCP server's value of a field replaces any we set.
   res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, head.headers);
   upstream.on('close', () => {
-    if (!upstream.complete) res.destroy();
+    if (upstream.complete) return;
+    if (head.eventStream && !head.sized) res.end();
+    else res.destroy();
   });
   // Chunks read together (the last event and the end of the stream, typically) leave in one
   // write without help: Node corks the socket at a response's first write until the next tick.
@@ -151,10 +160,12 @@ export function streamBack(upstream: IncomingMessage, res: ServerResponse, head:
   // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
   // owed the head then (a GET stream is "open" once its 200 arrives). But the head usually comes
   // in the same packet as the first event, already buffered in `upstream`: pipe() lets it flow in
-  // the next tick, before this one, so head and event leave in one write instead of two.
+  // the next tick, before this one, so head and event leave in one write instead of two. (Once
+  // the head has gone out with an event, flushHeaders() writes nothing. `headersSent` cannot tell:
+  // it is true as soon as writeHead() has stored the head.)
   if (!head.sized) {
     process.nextTick(() => {
-      if (!res.headersSent && !res.destroyed) res.flushHeaders();
+      if (!res.writableEnded && !res.destroyed) res.flushHeaders();
     });
   }
 }

@@ -6,7 +6,8 @@ import type { AddressInfo, Socket } from 'node:net';
 /**
  * A purpose-built upstream for the proxy tests: a plain node:http server that tells exactly what
  * reached it (raw headers, body hash) and misbehaves on demand (401s, SSE held until the test
- * says so, floods, dying mid-stream). It checks no token: it only refuses the ones it is told to.
+ * says so, floods, dying mid-stream or before answering). It checks no token: it only refuses
+ * the ones it is told to.
  */
 
 export const sha256 = (value: string | Buffer) => createHash('sha256').update(value).digest('hex');
@@ -139,8 +140,14 @@ export class EchoUpstream {
       return;
     }
     if (path === '/mcp/sse') return void this.sse(res);
+    if (path === '/mcp/silent') {
+      // An SSE head and nothing more, until the client goes.
+      res.writeHead(200, { 'Content-Type': 'text/event-stream' }).flushHeaders();
+      return;
+    }
     if (path === '/mcp/hold') return this.hold(req, res);
-    if (path === '/mcp/die') return this.die(res);
+    if (path === '/mcp/die') return this.die(req, res);
+    if (path === '/mcp/reset') return void req.socket.destroy();
     if (path === '/mcp/flood') return this.startFlood(res);
     if (path === '/mcp/keepalive') {
       this.lastSocket = req.socket;
@@ -194,9 +201,17 @@ export class EchoUpstream {
     req.socket.once('close', () => this.holdClosed.resolve());
   }
 
-  private die(res: ServerResponse): void {
-    res.writeHead(200, { 'Content-Type': 'text/event-stream' });
-    res.write('data: about to die\n\n', () => setImmediate(() => res.socket?.destroy()));
+  /**
+   * Writes part of an answer, then destroys the connection. `?type=` sets the Content-Type
+   * (default text/event-stream), `?length=` a Content-Length larger than what is written, and
+   * `?partial=` text written after the first event (an event cut off in the middle).
+   */
+  private die(req: IncomingMessage, res: ServerResponse): void {
+    const query = new URL(req.url ?? '', 'http://upstream').searchParams;
+    const head: Record<string, string> = { 'Content-Type': query.get('type') ?? 'text/event-stream' };
+    if (query.has('length')) head['Content-Length'] = query.get('length')!;
+    res.writeHead(200, head);
+    res.write(`data: about to die\n\n${query.get('partial') ?? ''}`, () => setImmediate(() => res.socket?.destroy()));
   }
 
   /** Writes 64 KiB chunks as fast as its socket takes them, honouring backpressure, until stopped. */
