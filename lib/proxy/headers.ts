@@ -121,23 +121,52 @@ export function forwardRequestHeaders(raw: readonly string[], policy: CookiePoli
 }
 
 /**
- * Header values carry visible ASCII only. An account id outside that (a Unicode user name at a
- * non-OIDC provider) is sent percent-encoded as UTF-8, and so is one holding `%`, so that a `%`
- * in the header always means "percent-decode me".
+ * Identity header values (`x-user-id`, `x-dynamic-client-id`, `x-authorization-scope`). A value
+ * every HTTP implementation carries unchanged — visible ASCII, spaces between — is sent as it is
+ * (`Grace Hopper`, `100%`). Anything else would be refused (control characters: CR/LF would split
+ * the header), read differently by different servers (non-ASCII: RFC 9110 §5.5 leaves such bytes
+ * to Latin-1 as obs-text) or altered (surrounding whitespace is stripped). Such a value is sent in
+ * RFC 8187's ext-value form instead: `UTF-8''`, then the value's UTF-8 bytes with every byte that
+ * is not an RFC 8187 attr-char percent-encoded (`Jörg` → `UTF-8''J%C3%B6rg`).
+ *
+ * Why this prefix in the same header, rather than a second header:
+ * - one value, one meaning: a plain value that starts with the prefix (in any letter case) is
+ *   encoded too, so an MCP server decodes exactly the values that start with it, and one that
+ *   does not decode at all still sees a stable value per user that no other user has. A second
+ *   header would leave such a server with no id for these users, or a lossy one two users share;
+ * - the common value arrives as it is, with nothing to decode;
+ * - RFC 8187 is the existing convention for non-ASCII text in a header (`filename*=UTF-8''…`),
+ *   and a plain percent-decode of what follows the prefix reads it in any language.
  */
-export function headerSafe(value: string): string {
-  return /^[\x21-\x24\x26-\x7e]*$/.test(value) ? value : encodeURIComponent(value);
+export const ENCODED_PREFIX = "UTF-8''";
+
+/** Visible ASCII, spaces allowed between visible characters. */
+const PLAIN = /^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$/;
+const STARTS_LIKE_ENCODED = /^utf-8''/i;
+/** RFC 8187 §3.2.1 attr-char; the `'` of the prefix is not one, so the prefix cannot recur. */
+const ATTR_CHAR = /^[A-Za-z0-9!#$&+\-.^_`|~]$/;
+
+export function identityHeaderValue(value: string): string {
+  if (PLAIN.test(value) && !STARTS_LIKE_ENCODED.test(value)) return value;
+  let encoded = ENCODED_PREFIX;
+  // A lone surrogate has no UTF-8 form: it becomes U+FFFD, the one case where two strings (neither
+  // of them valid Unicode) share an encoding.
+  for (const byte of Buffer.from(value, 'utf8')) {
+    const char = String.fromCharCode(byte);
+    encoded += ATTR_CHAR.test(char) ? char : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return encoded;
 }
 
 /** The identity headers of a caller, as a raw name/value list (computed once per cached token). */
 export function identityHeaders(caller: Caller): string[] {
   return [
     'X-Authorization-Scope',
-    caller.scope,
+    identityHeaderValue(caller.scope),
     'X-Dynamic-Client-Id',
-    headerSafe(caller.clientId),
+    identityHeaderValue(caller.clientId),
     'X-User-Id',
-    headerSafe(caller.accountId),
+    identityHeaderValue(caller.accountId),
   ];
 }
 
