@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import http from 'node:http';
+import http, { type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createWeb, type AppDeps } from '../../lib/app.ts';
 import { deleteVaultOnGrantRevoked } from '../../lib/auth-server/grant-events.ts';
@@ -24,7 +24,12 @@ export interface Web {
  * from the same parts as `start()` but with dependencies `start()` does not pass yet (`extra`),
  * listening on a port of its own.
  */
-export async function startWeb(env: NodeJS.ProcessEnv, extra: Partial<AppDeps>): Promise<Web> {
+export async function startWeb(
+  env: NodeJS.ProcessEnv,
+  extra: Partial<AppDeps>,
+  /** Wraps the request listener, e.g. to observe what it does synchronously. */
+  wrap: (listener: RequestListener) => RequestListener = (listener) => listener,
+): Promise<Web> {
   const config = loadConfig(env);
   const store = createStore(config.redis);
   await store.check();
@@ -39,7 +44,7 @@ export async function startWeb(env: NodeJS.ProcessEnv, extra: Partial<AppDeps>):
   const vault = createVault({ store, identity, key: keys.vaultKey, log });
   deleteVaultOnGrantRevoked(provider, vault, log);
   const { listener } = createWeb({ config, provider, identity, store, vault, views, keys, log, ...extra });
-  const server = http.createServer(listener).listen(0, '127.0.0.1');
+  const server = http.createServer(wrap(listener)).listen(0, '127.0.0.1');
   await once(server, 'listening');
   return {
     mcpUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}${config.mcp.path}`,
