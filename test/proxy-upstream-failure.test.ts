@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import http, { type IncomingMessage } from 'node:http';
 import { expect } from 'chai';
 import type { EchoUpstream } from './helpers/echo-upstream.ts';
 import { MortalUpstream } from './helpers/mortal-upstream.ts';
@@ -120,6 +122,38 @@ describe('/mcp proxy: an MCP server process killed mid-call', function () {
     const res = await pending;
     expect(res.status).to.equal(502);
     expect(json<ErrorBody>(res).error).to.equal('bad_gateway');
+  });
+
+  it('a call whose body is still arriving gets 502, and the client’s connection is not left stuck', async function () {
+    // One socket: the call after the failed one goes over the same connection if it is kept.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const request = http.request(`${stack.mcpUrl}/hang`, {
+        method: 'POST',
+        agent,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      });
+      request.on('error', () => undefined); // the rest of the body may meet a closed connection
+      const responded = once(request, 'response') as Promise<[IncomingMessage]>;
+      request.write('{"jsonrpc":"2.0",');
+      await upstream.said('holding');
+      await upstream.kill();
+      const [response] = await responded;
+      expect(response.statusCode).to.equal(502);
+      response.resume();
+      await once(response, 'end');
+      // The client only now sends the rest of the body the proxy no longer has a use for.
+      request.end('"id":1}');
+      await upstream.start();
+      const next = await send(stack.mcpUrl, {
+        headers: ['Authorization', `Bearer ${token}`],
+        body: Buffer.from('{}'),
+        agent,
+      });
+      expect(next.status).to.equal(200);
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('while it is down, calls get 502 in JSON; once it is back, they pass again', async function () {

@@ -35,6 +35,8 @@ export interface SendOptions {
   /** Sent chunked, one write each; `between` runs after the first chunk is written. */
   chunks?: Buffer[];
   between?: () => Promise<void>;
+  /** Default: a connection of its own. */
+  agent?: http.Agent;
   /** Sent as the request target verbatim (a URL would resolve dot segments first). */
   rawPath?: string;
 }
@@ -53,7 +55,7 @@ export async function send(url: string, options: SendOptions = {}): Promise<RawR
     path: options.rawPath ?? target.pathname + target.search,
     method: options.method ?? 'POST',
     headers,
-    agent: false,
+    agent: options.agent ?? false,
   });
   const answer = new Promise<RawResponse>((resolve, reject) => {
     request.on('error', reject);
