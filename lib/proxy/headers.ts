@@ -33,7 +33,7 @@ export const IDENTITY_HEADERS = ['x-authorization-scope', 'x-dynamic-client-id',
  *   (ours and the router's) are facts, earlier ones are what the client claimed;
  * - `x-request-id`: ours, so one id names the request in both logs;
  * - `expect`: Node already answered `100 Continue` to the client, and the body follows anyway;
- * - `content-length`: re-added from the kept body when a request is replayed (see forward.ts);
+ * - `content-length`: re-added from the kept body when a request is replayed (see retry.ts);
  * - `cookie`: filtered, see `cookieFilter`;
  * - the identity headers.
  */
