@@ -28,6 +28,8 @@ export interface AppDeps {
   views: Views;
   keys: KeyMaterial;
   log: Logger;
+  /** The supervised MCP server, when the proxy runs it: `/mcp` answers 503 while it restarts. */
+  mcpServer?: { isReady(): boolean };
 }
 
 const REQUEST_ID = /^[A-Za-z0-9\-_.]{8,128}$/;

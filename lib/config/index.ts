@@ -132,6 +132,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
   const proxy = readProxy(c);
   const cimd = readCimd(c);
   const telemetry = readTelemetry(c);
+  const verifyRelease = readVerifyRelease(c);
+  const shutdownTimeoutMs = readShutdownTimeout(c);
   warnAboutUnknownVariables(c, env);
 
   if (c.problems.length > 0) throw new ConfigError(c.problems);
@@ -147,6 +149,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     proxy: defined(proxy),
     cimd: defined(cimd),
     telemetry,
+    verifyRelease,
+    shutdownTimeoutMs,
     warnings: c.warnings,
   };
 }
@@ -703,6 +707,33 @@ function readTelemetry(c: Collector): TelemetryConfig {
     if (raw !== undefined && parseHttpUrl(c, name, raw)) otlpEndpoint = raw;
   }
   return { otlpEndpoint, serviceName: c.read('OTEL_SERVICE_NAME') ?? DEFAULT_SERVICE_NAME };
+}
+
+function readVerifyRelease(c: Collector): boolean {
+  const raw = c.read('MCP_AUTH_PROXY_VERIFY_RELEASE');
+  if (raw === undefined || raw === 'false') return false;
+  if (raw === 'true') return true;
+  c.report('MCP_AUTH_PROXY_VERIFY_RELEASE', 'must be true or false', 'true');
+  return false;
+}
+
+// Heroku sends SIGKILL 30 s after SIGTERM: the drain must leave time to stop the MCP server.
+const DEFAULT_SHUTDOWN_TIMEOUT_MS = 25_000;
+const MAX_SHUTDOWN_TIMEOUT_MS = 29_000;
+
+function readShutdownTimeout(c: Collector): number {
+  const raw = c.read('MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS');
+  if (raw === undefined) return DEFAULT_SHUTDOWN_TIMEOUT_MS;
+  const value = parseInteger(raw);
+  if (value === undefined || value > MAX_SHUTDOWN_TIMEOUT_MS) {
+    c.report(
+      'MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS',
+      `must be an integer from 0 to ${MAX_SHUTDOWN_TIMEOUT_MS} (milliseconds)`,
+      String(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+    );
+    return DEFAULT_SHUTDOWN_TIMEOUT_MS;
+  }
+  return value;
 }
 
 function warnAboutUnknownVariables(c: Collector, env: NodeJS.ProcessEnv): void {

@@ -24,6 +24,13 @@ export interface Config {
   readonly proxy: ProxyConfig;
   readonly cimd: CimdConfig;
   readonly telemetry: TelemetryConfig;
+  /**
+   * MCP_AUTH_PROXY_VERIFY_RELEASE=true: check that the release launches (configuration, Redis,
+   * identity provider, MCP server), print `Verified release launches` and exit, serving nothing.
+   */
+  readonly verifyRelease: boolean;
+  /** MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS: how long in-flight requests may finish after SIGTERM. */
+  readonly shutdownTimeoutMs: number;
   /** Warnings to print at start-up (risky switches, development fallbacks in use). */
   readonly warnings: readonly string[];
 }

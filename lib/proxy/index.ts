@@ -31,6 +31,8 @@ export interface McpProxyDeps {
   vault: Vault;
   store: Store;
   log: Logger;
+  /** The supervised MCP server: while it restarts, `/mcp` answers 503 instead of 502. */
+  mcpServer?: { isReady(): boolean };
 }
 
 /**
@@ -93,7 +95,7 @@ const requestTarget = (req: IncomingMessage): string => (req as { originalUrl?: 
  * `/mcp`, as a straight line: origin check → our bearer token (cached) → the grant's upstream
  * token (cached) → stream to the MCP server → on its 401, refresh once and replay the kept body.
  */
-export function createMcpProxy({ config, provider, vault, store, log }: McpProxyDeps): McpProxy {
+export function createMcpProxy({ config, provider, vault, store, log, mcpServer }: McpProxyDeps): McpProxy {
   const target = createTarget(config.mcp.serverUrl);
   const targetBase = target.url.pathname.replace(/\/+$/, '');
   const mcpPath = config.mcp.path.toLowerCase();
@@ -392,6 +394,10 @@ export function createMcpProxy({ config, provider, vault, store, log }: McpProxy
   };
 
   return (req, res) => {
+    if (mcpServer && !mcpServer.isReady()) {
+      jsonError(res, 503, 'temporarily_unavailable', 'the MCP server is restarting', { 'Retry-After': '2' });
+      return;
+    }
     try {
       const admission = admit(req, res);
       if (admission === undefined) return;
