@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import { createWeb, type Web } from './app.ts';
@@ -74,18 +73,21 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
   let mcpServer: McpServerSupervisor | undefined;
   let web: Web | undefined;
   const externalMcp = cached(async () => ((await acceptsConnections(config.mcp.serverUrl)) ? 'ok' : 'failing'));
-  const health = createHealth([
-    { name: 'store', state: storeProbe(() => store) },
-    { name: 'identity_provider', state: () => (identity ? 'ok' : 'starting') },
-    {
-      name: 'mcp_server',
-      state: (): CheckState | Promise<CheckState> => {
-        if (!config.mcp.run) return externalMcp();
-        if (!mcpServer) return 'starting';
-        return mcpServer.isReady() ? 'ok' : 'failing';
+  const health = createHealth(
+    () => web !== undefined,
+    [
+      { name: 'store', state: storeProbe(() => store) },
+      { name: 'identity_provider', state: () => (identity ? 'ok' : 'starting') },
+      {
+        name: 'mcp_server',
+        state: (): CheckState | Promise<CheckState> => {
+          if (!config.mcp.run) return externalMcp();
+          if (!mcpServer) return 'starting';
+          return mcpServer.isReady() ? 'ok' : 'failing';
+        },
       },
-    },
-  ]);
+    ],
+  );
 
   const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
   const server = createServer({
@@ -109,6 +111,7 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
   cleanups.add(() => drainer.drain(0));
 
   try {
+    const keys = deriveKeyMaterial(config.provider.jwks ?? (await ephemeralJwks()));
     store = await openStore(config, cleanups);
     identity = await connectIdentity(config, cleanups);
     if (config.mcp.run) {
@@ -117,7 +120,6 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
       cleanups.add(() => supervisor.stop(MCP_STOP_GRACE_MS));
     }
 
-    const keys = deriveKeyMaterial(config.provider.jwks ?? (await ephemeralJwks()));
     const views = createViews(config.provider.viewsPath);
     const provider = createProvider({ config, store, keys, views, log });
     const vault = createVault({ store, identity, key: keys.vaultKey, log });
@@ -148,16 +150,20 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
 }
 
 async function listen(server: Server, port: number): Promise<void> {
-  server.listen(port);
-  const [outcome] = await Promise.race([once(server, 'listening'), once(server, 'error')]);
-  if (outcome instanceof Error) {
-    const code = (outcome as NodeJS.ErrnoException).code;
+  const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    server.once('error', resolve);
+    server.listen(port, () => {
+      server.off('error', resolve);
+      resolve(undefined);
+    });
+  });
+  if (error) {
     const why =
-      code === 'EADDRINUSE'
+      error.code === 'EADDRINUSE'
         ? 'another process is already listening there'
-        : code === 'EACCES'
+        : error.code === 'EACCES'
           ? 'permission denied'
-          : outcome.message;
+          : error.message;
     throw new StartupError(`cannot listen on port ${port} (PORT): ${why}`);
   }
   log.info('listening', { port });

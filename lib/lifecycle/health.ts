@@ -29,7 +29,8 @@ export interface Health {
   notReady(res: ServerResponse): void;
 }
 
-export function createHealth(checks: readonly Check[]): Health {
+/** `open`: every start-up step has run and the app serves (checks can pass a moment before). */
+export function createHealth(open: () => boolean, checks: readonly Check[]): Health {
   const readiness = async (): Promise<Record<string, CheckState>> => {
     const states = await Promise.all(
       checks.map(async (check) => {
@@ -57,7 +58,7 @@ export function createHealth(checks: readonly Check[]): Health {
         return true;
       }
       void readiness().then((states) => {
-        const ready = Object.values(states).every((state) => state === 'ok');
+        const ready = open() && Object.values(states).every((state) => state === 'ok');
         const body = {
           status: ready ? 'ready' : 'not_ready',
           checks: Object.fromEntries(Object.entries(states).map(([name, state]) => [name, { state }])),
