@@ -30,8 +30,8 @@ async function stop(signal: string, code: number): Promise<void> {
   if (stopping) return;
   stopping = true;
   log.info('shutting down', { signal });
-  starting.abort();
-  await proxy?.close();
+  if (proxy) await proxy.close();
+  else starting.abort();
   process.exit(code);
 }
 process.on('SIGTERM', () => void stop('SIGTERM', 0));

@@ -53,11 +53,18 @@ export async function superviseMcpServer(opts: SuperviseOptions): Promise<McpSer
   // Retired: exits are expected from now on. Stopped: children are stopped, starting ones too.
   const retired = new AbortController();
   const stopped = new AbortController();
-  const stopSignal = opts.signal ? AbortSignal.any([opts.signal, stopped.signal]) : stopped.signal;
-  stopSignal.addEventListener('abort', () => retired.abort(), { once: true });
-  const startOptions = { ...opts, signal: stopSignal };
+  stopped.signal.addEventListener('abort', () => retired.abort(), { once: true });
+  const startOptions = { ...opts, signal: stopped.signal };
 
-  let current: McpServerProcess | undefined = await startMcpServer(startOptions);
+  // `opts.signal` means "stop while starting": once the first child is up, it no longer applies.
+  const abortStart = () => stopped.abort();
+  opts.signal?.addEventListener('abort', abortStart, { once: true });
+  let current: McpServerProcess | undefined;
+  try {
+    current = await startMcpServer(startOptions);
+  } finally {
+    opts.signal?.removeEventListener('abort', abortStart);
+  }
   let restarting: Promise<void> | undefined;
   const crashes: number[] = [];
   let giveUp!: (reason: string) => void;
