@@ -166,7 +166,7 @@ async function listen(server: Server, port: number): Promise<void> {
           : error.message;
     throw new StartupError(`cannot listen on port ${port} (PORT): ${why}`);
   }
-  log.info('listening', { port });
+  log.info('proxy listening', { port });
 }
 
 /** Live readiness of the store: `starting` until its start-up check has passed. */

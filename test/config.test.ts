@@ -134,6 +134,8 @@ describe('configuration', () => {
         proxy: { maxBodyBytes: 4194304, allowedOrigins: [] },
         cimd: { allowedHosts: [] },
         telemetry: { otlpEndpoint: undefined, serviceName: 'mcp-remote-auth-proxy' },
+        verifyRelease: false,
+        shutdownTimeoutMs: 25_000,
         warnings: [],
       });
       expect(config.mcp.serverUrl.href).to.equal('http://127.0.0.1:8080/mcp');
@@ -198,6 +200,8 @@ describe('configuration', () => {
         proxy: { maxBodyBytes: 4194304, allowedOrigins: [] },
         cimd: { allowedHosts: [] },
         telemetry: { otlpEndpoint: undefined, serviceName: 'mcp-remote-auth-proxy' },
+        verifyRelease: false,
+        shutdownTimeoutMs: 25_000,
         warnings: config.warnings,
       });
       expect(config.mcp.serverUrl.href).to.equal('http://127.0.0.1:3001/mcp');

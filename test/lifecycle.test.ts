@@ -159,7 +159,7 @@ describe('release verification (MCP_AUTH_PROXY_VERIFY_RELEASE=true)', function (
     const mcpPid = proxy.mcpServerPid()!;
     expect(isAlive(mcpPid), 'the MCP server is stopped').to.equal(false);
     // Nothing was served: release verification never binds PORT.
-    expect(proxy.stdout).to.not.contain('msg=listening');
+    expect(proxy.stdout).to.not.contain('msg="proxy listening"');
     expect(await accepts(port)).to.equal(false);
   });
 
