@@ -27,7 +27,12 @@ let proxy: Awaited<ReturnType<typeof start>> | undefined;
 let stopping = false;
 
 async function stop(signal: string, code: number): Promise<void> {
-  if (stopping) return;
+  if (stopping) {
+    // Locally, a second Ctrl-C means "now": an open Inspector stream would otherwise hold the
+    // drain for its whole deadline. (Ctrl-C reaches the MCP server child as well.)
+    if (signal === 'SIGINT') process.exit(130);
+    return;
+  }
   stopping = true;
   log.info('shutting down', { signal });
   if (proxy) await proxy.close();
