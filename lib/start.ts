@@ -72,9 +72,11 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
   let identity: IdentityClient | undefined;
   let mcpServer: McpServerSupervisor | undefined;
   let web: Web | undefined;
+  let closing: Promise<void> | undefined;
   const externalMcp = cached(async () => ((await acceptsConnections(config.mcp.serverUrl)) ? 'ok' : 'failing'));
   const health = createHealth(
-    () => web !== undefined,
+    // Not ready while draining either: a balancer that asks stops sending new work here.
+    () => web !== undefined && closing === undefined,
     [
       { name: 'store', state: storeProbe(() => store) },
       { name: 'identity_provider', state: () => (identity ? 'ok' : 'starting') },
@@ -89,15 +91,7 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
     ],
   );
 
-  const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-  const server = createServer({
-    // Node refuses a head timeout longer than the whole request's.
-    headersTimeout: Math.min(timeouts.headersMs, timeouts.requestMs),
-    requestTimeout: timeouts.requestMs,
-    keepAliveTimeout: timeouts.keepAliveMs,
-    // How often those two are checked (Node's default, 30 s, would double them).
-    connectionsCheckingInterval: Math.max(50, Math.min(5_000, Math.floor(timeouts.requestMs / 4))),
-  });
+  const server = httpServer({ ...DEFAULT_TIMEOUTS, ...options.timeouts });
   const drainer = createDrainer(server);
   server.on(
     'request',
@@ -132,7 +126,6 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
   }
 
   const supervisor = mcpServer;
-  let closing: Promise<void> | undefined;
   return {
     config,
     server,
@@ -147,6 +140,17 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
         await cleanups.run();
       })()),
   };
+}
+
+function httpServer(timeouts: HttpTimeouts): Server {
+  return createServer({
+    // Node refuses a head timeout longer than the whole request's.
+    headersTimeout: Math.min(timeouts.headersMs, timeouts.requestMs),
+    requestTimeout: timeouts.requestMs,
+    keepAliveTimeout: timeouts.keepAliveMs,
+    // How often those two are checked (Node's default, 30 s, would double them).
+    connectionsCheckingInterval: Math.max(50, Math.min(5_000, Math.floor(timeouts.requestMs / 4))),
+  });
 }
 
 async function listen(server: Server, port: number): Promise<void> {
