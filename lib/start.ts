@@ -231,7 +231,9 @@ export async function verifyRelease(
     await openStore(config, cleanups);
     step = 'the identity provider';
     await connectIdentity(config, cleanups);
-    if (config.mcp.run) {
+    if (!config.mcp.run) {
+      log.info('no MCP server to start: MCP_SERVER_URL names one that runs elsewhere');
+    } else {
       step = 'the MCP server';
       let child;
       try {

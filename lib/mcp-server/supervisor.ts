@@ -54,14 +54,27 @@ export async function superviseMcpServer(opts: SuperviseOptions): Promise<McpSer
   const retired = new AbortController();
   const stopped = new AbortController();
   stopped.signal.addEventListener('abort', () => retired.abort(), { once: true });
-  const startOptions = { ...opts, signal: stopped.signal };
+  /** One child, stopped with the others; its link to `stopped` goes with it (restarts add none). */
+  const startChild = async (): Promise<McpServerProcess> => {
+    const own = new AbortController();
+    const link = () => own.abort();
+    stopped.signal.addEventListener('abort', link, { once: true });
+    try {
+      const child = await startMcpServer({ ...opts, signal: own.signal });
+      void child.exited.then(() => stopped.signal.removeEventListener('abort', link));
+      return child;
+    } catch (error) {
+      stopped.signal.removeEventListener('abort', link);
+      throw error;
+    }
+  };
 
   // `opts.signal` means "stop while starting": once the first child is up, it no longer applies.
   const abortStart = () => stopped.abort();
   opts.signal?.addEventListener('abort', abortStart, { once: true });
   let current: McpServerProcess | undefined;
   try {
-    current = await startMcpServer(startOptions);
+    current = await startChild();
   } finally {
     opts.signal?.removeEventListener('abort', abortStart);
   }
@@ -95,7 +108,7 @@ export async function superviseMcpServer(opts: SuperviseOptions): Promise<McpSer
       logger.error('MCP server exited; restarting it', { reason: what, restart_in_ms: delay, crashes: crashes.length });
       if (!(await pause(delay - Math.min(SETTLE_MS, delay), retired.signal))) return;
       try {
-        const child = await startMcpServer(startOptions);
+        const child = await startChild();
         if (retired.signal.aborted) {
           await child.stop();
           return;
