@@ -6,7 +6,7 @@ import { log as defaultLog, type Logger } from '../telemetry/log.ts';
 /**
  * Supervision of the MCP server child process: spawn it with a scrubbed environment, relay its
  * output line by line, report it ready only once its port accepts connections, and stop it.
- * Deciding what to do when it dies (exit the proxy) is the start-up module's job, not ours.
+ * Deciding what to do when it dies (restart it, or give up) is `supervisor.ts`'s job.
  */
 
 export interface McpServerExit {
@@ -227,6 +227,11 @@ async function waitUntilReady(
     if (remaining <= 0) return 'timeout';
     await Promise.race([sleep(Math.min(READY_POLL_INTERVAL_MS, remaining)), exited]);
   }
+}
+
+/** Whether something accepts TCP connections at `url`'s host and port (the MCP server's readiness). */
+export function acceptsConnections(url: URL, timeoutMs = CONNECT_ATTEMPT_TIMEOUT_MS): Promise<boolean> {
+  return canConnect(url.hostname.replace(/^\[(.*)\]$/, '$1'), portOf(url), timeoutMs);
 }
 
 function canConnect(host: string, port: number, timeoutMs = CONNECT_ATTEMPT_TIMEOUT_MS): Promise<boolean> {
