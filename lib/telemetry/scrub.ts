@@ -6,7 +6,7 @@
 
 /** Keys whose values are never printed nor exported, whoever passes them. */
 export const SECRET_KEY =
-  /(token|secret|password|authorization|cookie|code_verifier|verifier|^code$|assertion|jwks|private|^key$|^d$|state)/i;
+  /(token|secret|password|authorization|cookie|code_verifier|verifier|^code$|assertion|jwks|private|^key$|api_?key|credential|^d$|state)/i;
 
 export function redact(key: string, value: unknown): unknown {
   return SECRET_KEY.test(key) && value !== undefined && value !== null ? '[redacted]' : value;
