@@ -36,6 +36,7 @@ export function captureLogs(capture: (line: string, level: Level) => void): () =
   return () => {
     sink = previous;
     threshold = previousThreshold;
+    appFields = undefined;
   };
 }
 
