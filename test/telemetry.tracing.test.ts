@@ -144,9 +144,11 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
 
     // The MCP server got our call span's context, in place of the client's.
     expect(run.lines).to.include(`upstream-traceparent 00-${root.traceId}-${call.spanId}-01`);
-    // The request's log line names its trace.
+    // The request's log lines name its trace.
     const logLine = run.lines.find((line) => line.includes('msg=request'));
     expect(logLine).to.include(`trace_id=${root.traceId}`).and.include('request_id=router-request-0001');
+    const inside = run.lines.find((line) => line.includes('msg="calling the MCP server"'));
+    expect(inside).to.include(`trace_id=${root.traceId}`).and.include('authorization=[redacted]');
 
     expect(receiver.exports.every((e) => e.headers['x-honeycomb-team'] === apiKey)).to.equal(true);
     expect(receiver.exports.every((e) => e.headers['content-type'] === 'application/x-protobuf')).to.equal(true);
@@ -189,6 +191,8 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
     expect(run.lines).to.include(`upstream-traceparent 00-${CLIENT_TRACE_ID}-bbbbbbbbbbbbbbbb-01`);
     const logLine = run.lines.find((line) => line.includes('msg=request'));
     expect(logLine).to.include('request_id=router-request-0001').and.not.include('trace_id=');
+    const inside = run.lines.find((line) => line.includes('msg="calling the MCP server"'));
+    expect(inside).to.include('request_id=router-request-0001').and.not.include('trace_id=');
   });
 });
 

@@ -1,11 +1,12 @@
 import { currentRequest, RequestContext, runInRequest } from './request-context.ts';
 import { redact } from './scrub.ts';
+import { currentTraceId } from './spans.ts';
 
 export { redact } from './scrub.ts';
 
 /**
  * Logfmt lines on stdout/stderr, one per event, for Heroku's log router. Every line made while a
- * request is being handled carries its request id. Values under secret-looking keys are never
+ * request is being handled carries its request id (and its trace id when tracing is on). Values under secret-looking keys are never
  * printed, whoever passes them: tokens, codes, secrets and cookies must not reach a log drain.
  */
 export type Level = 'debug' | 'info' | 'warn' | 'error';
@@ -71,6 +72,9 @@ export function write(level: Level, msg: string, fields: Fields = {}): void {
   const parts = [`level=${level}`, `msg=${format(msg)}`, (appFields ??= appFieldsOf(process.env))];
   const requestId = currentRequestId();
   if (requestId && fields.request_id === undefined) parts.push(`request_id=${requestId}`);
+  // With tracing on, a line written during a request names its trace: from a log line to the trace.
+  const traceId = currentTraceId();
+  if (traceId && fields.trace_id === undefined) parts.push(`trace_id=${traceId}`);
   for (const key in fields) {
     const value = fields[key];
     if (value === undefined) continue;

@@ -12,6 +12,7 @@ import { once } from 'node:events';
 import { createServer, request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
+import { log } from '../../lib/telemetry/log.ts';
 import { beginRequest, runRequest } from '../../lib/telemetry/request-log.ts';
 import {
   endMcpCallSpan,
@@ -46,6 +47,7 @@ const server = createServer((req, res) => {
     await withSpan('upstream.refresh', { 'grant.id_hash': 'abc', refresh_token: process.env.TEST_SECRET }, () =>
       Promise.reject(new RefreshError(`refresh failed for ${process.env.TEST_SECRET}`)),
     ).catch(() => undefined);
+    log.info('calling the MCP server', { authorization: req.headers.authorization });
     const call = startMcpCallSpan(req);
     const headers = [
       'Host',
