@@ -1,6 +1,6 @@
 import { once } from 'node:events';
-import { createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, IncomingMessage, request as httpRequest, type Server } from 'node:http';
+import { Socket, type AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import express from 'express';
 import { logChildLine, scrubText } from '../lib/telemetry/child-log.ts';
@@ -246,8 +246,7 @@ describe("telemetry: the MCP server's output lines", () => {
 describe('telemetry: the span API with tracing off', () => {
   it('does nothing and hands values through', async () => {
     expect(tracingEnabled).to.equal(false);
-    const server = createServer();
-    const req = new (await import('node:http')).IncomingMessage(new (await import('node:net')).Socket());
+    const req = new IncomingMessage(new Socket());
     req.headers = { 'mcp-method': 'tools/call', 'mcp-name': 'echo' };
     expect(startRequestSpan(req, 'id')).to.equal(undefined);
     const call = startMcpCallSpan(req);
@@ -261,6 +260,5 @@ describe('telemetry: the span API with tracing off', () => {
     let thrown: unknown;
     await withSpan('x', {}, () => Promise.reject(new Error('boom'))).catch((error: unknown) => (thrown = error));
     expect((thrown as Error).message).to.equal('boom');
-    server.close();
   });
 });
