@@ -194,7 +194,7 @@ async function startSupervised(config: Config, env: NodeJS.ProcessEnv, options: 
       ...options.restarts,
     });
   } catch (error) {
-    throw new StartupError(`MCP server did not start: ${(error as Error).message}`);
+    throw new StartupError(`MCP server did not start: ${(error as Error).message}`, { cause: error });
   }
 }
 
@@ -246,7 +246,7 @@ export async function verifyRelease(
           signal: options.signal,
         });
       } catch (error) {
-        throw new StartupError(`MCP server did not start: ${(error as Error).message}`);
+        throw new StartupError(`MCP server did not start: ${(error as Error).message}`, { cause: error });
       }
       await child.stop('SIGTERM', MCP_STOP_GRACE_MS);
     }

@@ -1,4 +1,5 @@
 import type { Config, IdentityConfig } from '../config/types.ts';
+import { ProxyError } from '../http/errors.ts';
 import { createIdentityClient, type IdentityClient } from '../identity/index.ts';
 import { devStoreFile } from '../store/dev-file.ts';
 import { createStore, type Store } from '../store/index.ts';
@@ -10,8 +11,10 @@ import { log, redactUrl } from '../telemetry/log.ts';
  */
 
 /** A start-up failure with a one-line, operator-facing message (no stack trace needed). */
-export class StartupError extends Error {
-  readonly code = 'STARTUP_FAILED';
+export class StartupError extends ProxyError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STARTUP_FAILED', message, options);
+  }
 }
 
 /** What has been started so far, undone in reverse order (on failure or on shutdown). */
@@ -33,7 +36,7 @@ export async function openStore(config: Config, cleanups: Cleanups): Promise<Sto
   try {
     await store.check();
   } catch (error) {
-    throw new StartupError((error as Error).message);
+    throw new StartupError((error as Error).message, { cause: error });
   }
   log.info('store ready', { store: store.kind, url: config.redis ? redactUrl(config.redis.url) : undefined });
   return store;
@@ -67,6 +70,6 @@ export async function connectIdentity(config: Config, cleanups: Cleanups): Promi
     log.info('identity provider ready', { issuer: identity.issuer });
     return identity;
   } catch (error) {
-    throw new StartupError((error as Error).message);
+    throw new StartupError((error as Error).message, { cause: error });
   }
 }

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { McpRunConfig } from '../config/types.ts';
+import { ProxyError } from '../http/errors.ts';
 import { log as defaultLog, type Logger } from '../telemetry/log.ts';
 
 /**
@@ -37,15 +38,15 @@ export interface StartMcpServerOptions {
 export type McpServerStartErrorCode =
   'MCP_SERVER_SPAWN_FAILED' | 'MCP_SERVER_PORT_IN_USE' | 'MCP_SERVER_EXITED' | 'MCP_SERVER_READY_TIMEOUT';
 
-export class McpServerStartError extends Error {
-  override readonly name = 'McpServerStartError';
+export class McpServerStartError extends ProxyError {
+  declare readonly code: McpServerStartErrorCode;
   constructor(
-    readonly code: McpServerStartErrorCode,
+    code: McpServerStartErrorCode,
     message: string,
     readonly exit?: McpServerExit,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 }
 
