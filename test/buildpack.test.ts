@@ -23,6 +23,7 @@ import { loadConfig } from '../lib/config/index.ts';
 import { startDevIdentityProvider } from '../lib/dev/identity-provider.ts';
 import { dumpRedis } from './helpers/redis.ts';
 import {
+  BUILDPACK_DIR,
   buildNodeTarball,
   compile,
   PINNED_NODE,
@@ -74,6 +75,16 @@ describe('buildpack', function () {
     const types = await processTypes(join(root, 'any'));
     expect(types.web).to.equal(`${PROXY}/bin/web`);
     expect(types.release).to.equal(`MCP_AUTH_PROXY_VERIFY_RELEASE=true ${PROXY}/bin/web`);
+  });
+
+  it("the README's metadata example for a provider without discovery passes the configuration", function () {
+    const config = loadConfig({
+      NODE_ENV: 'development',
+      IDENTITY_SERVER_METADATA_FILE: join(BUILDPACK_DIR, 'examples/identity-server-metadata.json'),
+      IDENTITY_CLIENT_ID: 'my-mcp-app',
+      IDENTITY_CLIENT_SECRET: 'a-secret',
+    });
+    expect(config.identity?.metadataFile).to.match(/identity-server-metadata\.json$/);
   });
 
   describe('with the Node.js 24 of an earlier buildpack', function () {
