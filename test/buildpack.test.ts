@@ -157,6 +157,7 @@ describe('buildpack', function () {
 
       mkdirSync(join(build, '.heroku/node/bin'), { recursive: true });
       writeFileSync(join(build, 'requirements.txt'), 'mcp\n');
+      writeFileSync(join(build, 'Procfile'), 'web: .mcp-auth-proxy/bin/web\nworker: python worker.py\n');
       // An app that brought another Node.js major (say, for its assets): it must stay the app's.
       writeFileSync(join(build, '.heroku/node/bin/node'), '#!/bin/sh\necho v22.11.0\n', { mode: 0o755 });
       const result = await compile(build, cacheDir, join(root, 'env-python-app'), {
@@ -205,6 +206,17 @@ describe('buildpack', function () {
       );
       expect(existsSync(join(wrongBuild, PROXY, 'node/bin/node'))).to.equal(false);
       expect(files(join(wrongCache, 'mcp-auth-proxy/node'))).to.deep.equal([]);
+    });
+
+    it('a Procfile that defines its own web process fails the build before anything is installed', async function () {
+      const exposed = join(root, 'procfile-web-build');
+      mkdirSync(exposed);
+      writeFileSync(join(exposed, 'Procfile'), 'release: python migrate.py\nweb: python server.py --port $PORT\n');
+      const result = await compile(exposed, join(root, 'procfile-web-cache'), join(root, 'env-procfile'));
+      expect(result.code).to.equal(1);
+      expect(result.stderr).to.contain(' !     your Procfile defines a web process: remove that line');
+      expect(result.stderr).to.not.contain('server.py');
+      expect(existsSync(join(exposed, PROXY))).to.equal(false);
     });
 
     it('a download base over plain http to another host is refused before any download', async function () {
