@@ -87,55 +87,6 @@ describe('buildpack', function () {
     expect(config.identity?.metadataFile).to.match(/identity-server-metadata\.json$/);
   });
 
-  describe('with the Node.js 24 of an earlier buildpack', function () {
-    const build = join(root, 'node-app-build');
-    let log: string;
-
-    before(async function () {
-      mkdirSync(build);
-      writeFileSync(join(build, 'package.json'), '{"name":"their-mcp-server"}\n');
-      simulateNodeBuildpack(build);
-      const result = await compile(build, cacheDir, join(root, 'env-node-app'));
-      timings.push(`reusing the app's Node.js, empty npm cache ${result.seconds.toFixed(1)} s`);
-      log = result.stdout;
-      expect(result.code, result.stdout + result.stderr).to.equal(0);
-    });
-
-    it('reuses that Node.js instead of downloading one', function () {
-      expect(log).to.contain(`Using Node.js v${PINNED_NODE} installed by an earlier buildpack (.heroku/node)`);
-      expect(lstatSync(join(build, PROXY, 'node')).isSymbolicLink()).to.equal(true);
-      expect(readlinkSync(join(build, PROXY, 'node'))).to.equal('../.heroku/node');
-    });
-
-    it('installs compiled JavaScript, its views and production dependencies only', function () {
-      const built = files(join(build, PROXY, 'dist'));
-      expect(built).to.include.members(['lib/main.js', 'lib/cli/main.js', 'lib/views/_layout.ejs']);
-      expect(built.filter((f) => f.endsWith('.ts'))).to.deep.equal([]);
-      const modules = readdirSync(join(build, PROXY, 'node_modules'));
-      expect(modules).to.include.members(['oidc-provider', 'express', 'ioredis']);
-      for (const dev of ['typescript', 'tsx', 'mocha', 'eslint', 'node']) expect(modules).to.not.include(dev);
-      expect(existsSync(join(build, PROXY, 'lib'))).to.equal(false);
-    });
-
-    it('logs in Heroku style', function () {
-      const topics = log.split('\n').filter((line) => line.startsWith('-----> '));
-      expect(topics[0]).to.equal('-----> MCP Remote Auth Proxy: installing into .mcp-auth-proxy');
-      expect(topics).to.include('-----> Installing production dependencies');
-      for (const line of log.split('\n').filter(Boolean)) expect(line).to.match(/^(-----> | {7})/);
-    });
-
-    it('its command line prints keys the configuration accepts, from the app directory', async function () {
-      const app = join(root, 'node-app');
-      renameSync(build, app);
-      const dyno = startDyno(app, `${PROXY}/bin/mcp-auth-proxy jwks`, {});
-      expect(await dyno.exited, dyno.output()).to.equal(0);
-      const value = dyno.output().trim();
-      const config = loadConfig({ OIDC_PROVIDER_JWKS: value });
-      expect(config.provider.jwks?.keys[0]?.d).to.be.a('string');
-      renameSync(app, build);
-    });
-  });
-
   describe('without a Node.js 24 in the app', function () {
     const build = join(root, 'python-app-build');
     const app = join(root, 'python-app');
@@ -163,7 +114,7 @@ describe('buildpack', function () {
       const result = await compile(build, cacheDir, join(root, 'env-python-app'), {
         MCP_AUTH_PROXY_NODE_DOWNLOAD_BASE: `${dist.url}/good`,
       });
-      timings.push(`downloading Node.js, warm npm cache ${result.seconds.toFixed(1)} s`);
+      timings.push(`downloading Node.js, empty cache ${result.seconds.toFixed(1)} s`);
       log = result.stdout;
       expect(result.code, result.stdout + result.stderr).to.equal(0);
     });
@@ -181,12 +132,13 @@ describe('buildpack', function () {
       expect(existsSync(join(build, '.profile.d'))).to.equal(false);
     });
 
-    it('a second build reuses the cached Node.js tarball after checking it again', async function () {
+    it('a second build reuses the cached Node.js tarball after checking it again, and the installed dependencies', async function () {
       const before = dist.requests.length;
       const result = await compile(build, cacheDir, join(root, 'env-python-app'));
       timings.push(`rebuild from the cache ${result.seconds.toFixed(1)} s`);
       expect(result.code, result.stdout + result.stderr).to.equal(0);
       expect(result.stdout).to.contain(`Using Node.js ${PINNED_NODE} from the build cache`);
+      expect(result.stdout).to.contain('Reusing the dependencies of an earlier build (same package-lock.json)');
       expect(dist.requests.slice(before)).to.deep.equal([`/good/v${PINNED_NODE}/SHASUMS256.txt`]);
     });
 
@@ -310,6 +262,56 @@ describe('buildpack', function () {
         );
         expect(stillUp, 'MCP server still listening').to.equal(false);
       });
+    });
+  });
+
+  describe('with the Node.js 24 of an earlier buildpack', function () {
+    const build = join(root, 'node-app-build');
+    let log: string;
+
+    before(async function () {
+      mkdirSync(build);
+      writeFileSync(join(build, 'package.json'), '{"name":"their-mcp-server"}\n');
+      simulateNodeBuildpack(build);
+      const result = await compile(build, cacheDir, join(root, 'env-node-app'));
+      timings.push(`reusing the app's Node.js, dependencies cached ${result.seconds.toFixed(1)} s`);
+      log = result.stdout;
+      expect(result.code, result.stdout + result.stderr).to.equal(0);
+    });
+
+    it('reuses that Node.js instead of downloading one', function () {
+      expect(log).to.contain(`Using Node.js v${PINNED_NODE} installed by an earlier buildpack (.heroku/node)`);
+      expect(log).to.not.contain('Downloading');
+      expect(lstatSync(join(build, PROXY, 'node')).isSymbolicLink()).to.equal(true);
+      expect(readlinkSync(join(build, PROXY, 'node'))).to.equal('../.heroku/node');
+    });
+
+    it('installs compiled JavaScript, its views and production dependencies only', function () {
+      const built = files(join(build, PROXY, 'dist'));
+      expect(built).to.include.members(['lib/main.js', 'lib/cli/main.js', 'lib/views/_layout.ejs']);
+      expect(built.filter((f) => f.endsWith('.ts'))).to.deep.equal([]);
+      const modules = readdirSync(join(build, PROXY, 'node_modules'));
+      expect(modules).to.include.members(['oidc-provider', 'express', 'ioredis']);
+      for (const dev of ['typescript', 'tsx', 'mocha', 'eslint', 'node']) expect(modules).to.not.include(dev);
+      expect(existsSync(join(build, PROXY, 'lib'))).to.equal(false);
+    });
+
+    it('logs in Heroku style', function () {
+      const topics = log.split('\n').filter((line) => line.startsWith('-----> '));
+      expect(topics[0]).to.equal('-----> MCP Remote Auth Proxy: installing into .mcp-auth-proxy');
+      expect(topics).to.include('-----> Installing production dependencies');
+      for (const line of log.split('\n').filter(Boolean)) expect(line).to.match(/^(-----> | {7})/);
+    });
+
+    it('its command line prints keys the configuration accepts, from the app directory', async function () {
+      const app = join(root, 'node-app');
+      renameSync(build, app);
+      const dyno = startDyno(app, `${PROXY}/bin/mcp-auth-proxy jwks`, {});
+      expect(await dyno.exited, dyno.output()).to.equal(0);
+      const value = dyno.output().trim();
+      const config = loadConfig({ OIDC_PROVIDER_JWKS: value });
+      expect(config.provider.jwks?.keys[0]?.d).to.be.a('string');
+      renameSync(app, build);
     });
   });
 });
