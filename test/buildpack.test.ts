@@ -104,6 +104,7 @@ describe('buildpack', function () {
         [`/good/v${PINNED_NODE}/${tarballName}`]: { path: tarball },
         [`/wrong/v${PINNED_NODE}/SHASUMS256.txt`]: { body: wrong },
         [`/wrong/v${PINNED_NODE}/${tarballName}`]: { path: tarball },
+        [`/other/v${PINNED_NODE}/SHASUMS256.txt`]: { body: `${'0'.repeat(64)}  node-v${PINNED_NODE}-win-x64.zip\n` },
       });
 
       mkdirSync(join(build, '.heroku/node/bin'), { recursive: true });
@@ -158,6 +159,24 @@ describe('buildpack', function () {
       );
       expect(existsSync(join(wrongBuild, PROXY, 'node/bin/node'))).to.equal(false);
       expect(files(join(wrongCache, 'mcp-auth-proxy/node'))).to.deep.equal([]);
+    });
+
+    it('a missing SHASUMS256.txt, or one without our tarball, fails the build naming what is missing', async function () {
+      const fails = async (base: string) => {
+        const dir = join(root, `failing-${randomBytes(4).toString('hex')}`);
+        mkdirSync(dir);
+        const result = await compile(dir, `${dir}-cache`, `${dir}-env`, {
+          MCP_AUTH_PROXY_NODE_DOWNLOAD_BASE: base,
+        });
+        expect(result.code, result.stdout).to.equal(1);
+        return result.stderr;
+      };
+      expect(await fails(`${dist.url}/missing`)).to.match(
+        new RegExp(`^ ! {5}cannot download ${dist.url}/missing/v${PINNED_NODE}/SHASUMS256.txt: .*404`, 'm'),
+      );
+      expect(await fails(`${dist.url}/other`)).to.contain(
+        `${dist.url}/other/v${PINNED_NODE}/SHASUMS256.txt lists no checksum for ${tarballName}`,
+      );
     });
 
     it('a Procfile that defines its own web process fails the build before anything is installed', async function () {
