@@ -33,6 +33,7 @@ import {
   sha256File,
   simulateNodeBuildpack,
   startDyno,
+  SYSTEM_PATH,
   waitForHttp,
   type Dyno,
   type FileServer,
@@ -224,6 +225,8 @@ describe('buildpack', function () {
         // Development mode with explicit configuration: production refuses the loopback http
         // identity provider this test uses, and nothing else differs for the buildpack.
         dyno = startDyno(app, web, {
+          // The app's own (other major) node first on PATH, as its buildpack's .profile.d puts it.
+          PATH: `${join(app, '.heroku/node/bin')}:${SYSTEM_PATH}`,
           NODE_ENV: 'development',
           PORT: String(port),
           BASE_URL: baseUrl,
@@ -254,6 +257,10 @@ describe('buildpack', function () {
         if (keys.length) await redis.del(...keys);
         redis.disconnect();
         if (existsSync(app)) renameSync(app, build);
+      });
+
+      it("runs on the proxy's own Node.js, as the process the dyno manager signals", function () {
+        expect(readlinkSync(`/proc/${dyno!.child.pid}/exe`)).to.equal(join(app, PROXY, 'node/bin/node'));
       });
 
       it('logs a user in at the identity provider and forwards an MCP tool call', async function () {
