@@ -146,6 +146,29 @@ export async function open(root: Buffer, grantId: string, secret: GrantSecret, s
   return { ok: true, entry: opened.value };
 }
 
+/** `open`, and whether the record was sealed under the current root (the one `seal` uses). */
+export type OpenedUnder = { ok: true; entry: VaultEntry; current: boolean } | { ok: false; reason: OpenFailure };
+
+/**
+ * `open` under whichever of `roots` sealed the record: one root per key of OIDC_PROVIDER_JWKS, the
+ * first the current one (`KeyMaterial.vaultKeys`). The record's `kid` names its root, so the
+ * others answer `other-key` without decrypting; `other-key` overall means no root of ours
+ * sealed it (its key was retired).
+ */
+export async function openUnder(
+  roots: readonly Buffer[],
+  grantId: string,
+  secret: GrantSecret,
+  sealed: string,
+): Promise<OpenedUnder> {
+  for (const [index, root] of roots.entries()) {
+    const opened = await open(root, grantId, secret, sealed);
+    if (opened.ok) return { ...opened, current: index === 0 };
+    if (opened.reason !== 'other-key') return opened;
+  }
+  return { ok: false, reason: 'other-key' };
+}
+
 /**
  * Upstream tokens must not reach a log line, a span attribute or an error (issue 4, item 4). The
  * logger redacts by field name only, so `log.info('…', { entry })` would print a nested token.
