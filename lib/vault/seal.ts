@@ -51,9 +51,10 @@ function hkdf(ikm: Buffer, salt: Buffer, info: string, length: number): Buffer {
 }
 
 /**
- * Public fingerprint of the root key, written into every record (`kid`). It tells "sealed under a
- * key we no longer have" (OIDC_PROVIDER_JWKS rotated) apart from "altered", and reveals nothing
- * about the key: it is one more HKDF output under its own label.
+ * Public fingerprint of the root key, written into every record (`kid`). It names the root that
+ * opens the record (one per key of OIDC_PROVIDER_JWKS, `openUnder`), tells "sealed under a key
+ * since retired" apart from "altered", and reveals nothing about the key: it is one more HKDF
+ * output under its own label.
  */
 export function keyId(root: Buffer): string {
   return keyIdOf(root, `${LABEL} key id`);
