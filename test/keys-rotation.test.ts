@@ -184,6 +184,17 @@ describe('keys: the vault across a rotation', function () {
     );
   });
 
+  it('a record the previous code sealed under a set of two keys opens, and moves to the first key’s root', async function () {
+    const grantId = random();
+    const secret = GrantSecret.generate();
+    const entry = entryWith();
+    const previousRoot = Buffer.from(FIXTURE.previousOfBA.vaultKey, 'base64url');
+    await vaultWith([previousRoot]).put(grantId, secret, entry);
+    const upgraded = vaultWith(added);
+    expect((await upgraded.getFresh(grantId, secret))?.credentials.accessToken).to.equal(entry.credentials.accessToken);
+    expect(await kidOf(grantId)).to.equal(keyId(added[0]));
+  });
+
   it('an upstream refresh writes under the new root, and leaves the refresh token chain intact', async function () {
     const grantId = random();
     const secret = GrantSecret.generate();
