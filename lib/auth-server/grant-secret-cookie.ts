@@ -52,11 +52,11 @@ function sealing(key: Buffer, uid: string): Sealing {
 /**
  * The `Set-Cookie` value the upstream callback sends with its redirect to the resume endpoint.
  * Sealed (JWE, `lib/crypto/sealed-json.ts`) under `key`, the first of
- * `KeyMaterial.grantSecretCookieKeys` (derived from OIDC_PROVIDER_JWKS), bound to the interaction's uid: the browser holds G for a
- * moment without being able to read it, an altered cookie does not open, and a cookie of another
- * interaction does not open for this one. Only the browser that logged in has it (HttpOnly, scoped
- * to one resume path); SameSite=Lax still sends it on the top-level redirect back from the
- * identity provider.
+ * `KeyMaterial.grantSecretCookieKeys` (derived from OIDC_PROVIDER_JWKS), bound to the
+ * interaction's uid: the browser holds G for a moment without being able to read it, an altered
+ * cookie does not open, and a cookie of another interaction does not open for this one. Only the
+ * browser that logged in has it (HttpOnly, scoped to one resume path); SameSite=Lax still sends it
+ * on the top-level redirect back from the identity provider.
  */
 export async function grantSecretCookie(key: Buffer, cookie: GrantSecretCookie): Promise<string> {
   const maxAge = Math.max(1, Math.floor(cookie.maxAgeSeconds));
