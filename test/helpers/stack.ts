@@ -49,8 +49,11 @@ export interface Stack {
   idp: DevIdentityProvider;
   mcp: ExampleMcpServerApp;
   proxy: RunningProxy;
-  /** Stops the proxy and starts it again on the same port, store and keys. */
-  restart(): Promise<void>;
+  /**
+   * Stops the proxy and starts it again on the same port and store. `changes` replace variables of
+   * `env` from then on (e.g. an OIDC_PROVIDER_JWKS with a key added); without them, same keys.
+   */
+  restart(changes?: NodeJS.ProcessEnv): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -116,8 +119,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     idp,
     mcp,
     proxy: await start(env, options.start),
-    async restart() {
+    async restart(changes) {
       await stack.proxy.close();
+      Object.assign(env, changes);
       stack.proxy = await start(env, options.start);
     },
     async close() {
