@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { expect } from 'chai';
 import { authorizeInBrowser } from './stack.ts';
 import { createBrowser, type Browser } from './browser.ts';
 
@@ -48,6 +49,18 @@ export async function registerClient(baseUrl: string, metadata: Record<string, u
     body: JSON.stringify(metadata),
   });
   return { status: res.status, body: (await res.json()) as Record<string, string> & { error?: string } };
+}
+
+/** Registers a public native client (a desktop MCP client) with one redirect URI; returns its client_id. */
+export async function registerNativeClient(baseUrl: string, name: string, redirectUri: string): Promise<string> {
+  const res = await registerClient(baseUrl, {
+    client_name: name,
+    redirect_uris: [redirectUri],
+    token_endpoint_auth_method: 'none',
+    application_type: 'native',
+  });
+  expect(res.status).to.equal(201);
+  return res.body.client_id!;
 }
 
 export async function tokenRequest(
