@@ -76,6 +76,15 @@ export async function tokenRequest(
   return { status: res.status, headers: res.headers, body: (await res.json()) as TokenResponse };
 }
 
+/** A token revocation request (RFC 7009) from a public client: the token and client_id in the form. */
+export function revokeToken(baseUrl: string, params: Record<string, string>): Promise<Response> {
+  return fetch(`${baseUrl}/token/revocation`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(params),
+  });
+}
+
 export interface CodeFlowOptions {
   baseUrl: string;
   clientId: string;
