@@ -158,7 +158,7 @@ type AgentConstructor = new (options: AgentOptions) => Dispatcher;
  * (oidc-provider's fetch_request.js finds it the same way). Without it no fetch could be checked,
  * so this fails at start-up rather than fetching unchecked, as oidc-provider would.
  */
-export function bundledAgent(): AgentConstructor {
+function bundledAgent(): AgentConstructor {
   void globalThis.Response;
   const slots = globalThis as unknown as Record<symbol, { constructor?: unknown } | undefined>;
   const global = slots[Symbol.for('undici.globalDispatcher.2')] ?? slots[Symbol.for('undici.globalDispatcher.1')];
@@ -174,7 +174,7 @@ export function bundledAgent(): AgentConstructor {
  * and where `lenientLoopback` (development only), for a loopback host name, an agent that accepts
  * self-signed certificates but can only ever reach loopback addresses.
  */
-export function checkedDispatchers(
+function checkedDispatchers(
   policy: AddressPolicy,
   lenientLoopback: boolean,
   resolve: Resolver = systemResolver,
@@ -314,7 +314,7 @@ async function fetchThrough(
 }
 
 /** The body, or a refusal once it exceeds `limit` bytes (decoded: a gzip bomb counts in full). */
-export async function readCapped(response: Response, limit: number): Promise<Buffer> {
+async function readCapped(response: Response, limit: number): Promise<Buffer> {
   const declared = Number(response.headers.get('content-length'));
   if (declared > limit) {
     await response.body?.cancel();

@@ -19,8 +19,8 @@ export interface Check {
   state(): CheckState | Promise<CheckState>;
 }
 
-export const HEALTH_PATH = '/healthz';
-export const READY_PATH = '/readyz';
+const HEALTH_PATH = '/healthz';
+const READY_PATH = '/readyz';
 const RETRY_AFTER_SECONDS = '5';
 
 export interface Health {
