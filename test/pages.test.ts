@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { createBrowser } from './helpers/browser.ts';
 import { authorizationUrl, registerNativeClient } from './helpers/oauth.ts';
-import { startStack, type Stack } from './helpers/stack.ts';
+import { startStack, type Stack, useStack } from './helpers/stack.ts';
 
 const REDIRECT = 'http://127.0.0.1:33418/callback';
 
@@ -13,12 +13,7 @@ const register = (stack: Stack) => registerNativeClient(stack.baseUrl, 'Pages Cl
 /** The home page and the dev identity provider's login page, on one stack without Redis. */
 describe('pages of a development stack', function () {
   let stack: Stack;
-  before(async function () {
-    stack = await startStack({ redis: false });
-  });
-  after(async function () {
-    await stack?.close();
-  });
+  useStack((started) => (stack = started), { redis: false });
 
   describe('the home page and the icon', function () {
     it('a program gets JSON: the MCP URL and the metadata links, which resolve', async function () {
@@ -88,11 +83,9 @@ describe('pages of a development stack', function () {
 describe('branding: BRANDING_TITLE and BRANDING_FAVICON', function () {
   let stack: Stack;
   const icon = 'https://cdn.example.com/acme.ico';
-  before(async function () {
-    stack = await startStack({ redis: false, env: { BRANDING_TITLE: 'Acme <Tools>', BRANDING_FAVICON: icon } });
-  });
-  after(async function () {
-    await stack?.close();
+  useStack((started) => (stack = started), {
+    redis: false,
+    env: { BRANDING_TITLE: 'Acme <Tools>', BRANDING_FAVICON: icon },
   });
 
   it('names the service on the consent page and uses the icon, which the CSP allows', async function () {
