@@ -135,6 +135,18 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   return stack;
 }
 
+/** Call inside a describe: a stack for its tests, handed to `take` once started before them and closed after them. */
+export function useStack(take: (stack: Stack) => void, options: StackOptions = {}): void {
+  let stack: Stack | undefined;
+  before(async function () {
+    stack = await startStack(options);
+    take(stack);
+  });
+  after(async function () {
+    await stack?.close();
+  });
+}
+
 async function deleteKeys(prefix: string): Promise<void> {
   const redis = new Redis(process.env.TEST_REDIS_URL!);
   try {
