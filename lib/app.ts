@@ -120,7 +120,11 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   app.use(metadataRoutes(config));
   app.use(homeRoutes(deps));
   app.use(
-    interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey, grantSecretCookieKey: deps.keys.grantSecretCookieKey }),
+    interactionRoutes({
+      ...deps,
+      csrfKeys: deps.keys.csrfKeys,
+      grantSecretCookieKey: deps.keys.grantSecretCookieKeys[0],
+    }),
   );
   app.all([config.mcp.path, `${config.mcp.path}/*rest`], proxy);
   app.use(
@@ -133,7 +137,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   app.use(
     grantSecretContext({
       paths: { authorization: '/auth', token: '/token' },
-      cookieKey: deps.keys.grantSecretCookieKey,
+      cookieKeys: deps.keys.grantSecretCookieKeys,
       secure: new URL(config.baseUrl).protocol === 'https:',
       log,
     }),

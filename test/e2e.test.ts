@@ -16,6 +16,7 @@ import {
   startStack,
   TestOAuthClient,
   type Stack,
+  useStack,
 } from './helpers/stack.ts';
 
 interface WhoAmI {
@@ -238,12 +239,7 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
 
 describe('registration of native clients', function () {
   let stack: Stack;
-  before(async function () {
-    stack = await startStack({ redis: false });
-  });
-  after(async function () {
-    await stack?.close();
-  });
+  useStack((started) => (stack = started), { redis: false });
 
   it('accepts loopback redirects and private-use schemes', async function () {
     const res = await register(stack.baseUrl, {
@@ -468,9 +464,7 @@ describe('the web process (lib/main.ts)', function () {
     try {
       expect(started.code).to.equal(null);
       const mcpUrl = `http://localhost:${port}/mcp`;
-      expect(started.stdout).to.contain(
-        `npx -y @modelcontextprotocol/inspector --transport http --server-url ${mcpUrl}`,
-      );
+      expect(started.stdout).to.contain(`npm run inspector -- --transport http --server-url ${mcpUrl}`);
       const client = await connectClient(mcpUrl, new TestOAuthClient({ user: 'dev' }));
       const result = (await client.callTool({ name: 'echo', arguments: { text: 'local' } })) as {
         content: { text: string }[];

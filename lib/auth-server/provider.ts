@@ -6,6 +6,7 @@ import Provider, {
   type SigningAlgorithmWithNone,
 } from 'oidc-provider';
 import type { Config } from '../config/types.ts';
+import { fromOAuthOutput, publicView } from '../http/errors.ts';
 import type { Store } from '../store/types.ts';
 import { loginErrorText } from '../interactions/pages.ts';
 import { currentRequestId, type Logger } from '../telemetry/log.ts';
@@ -153,14 +154,14 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
       // only be fixed in the client: the page says so instead of a bare `invalid_client`.
       const unknownClient = (error as { error_detail?: string }).error_detail === 'client not found';
       const known = unknownClient ? loginErrorText('invalid_client') : undefined;
+      // What is shown of oidc-provider's own errors is decided by the same rule as ours.
+      const view = publicView(fromOAuthOutput(status, out));
       ctx.body = await views.render('error', {
         title: known?.heading ?? 'Sign-in error',
-        heading: known?.heading ?? 'Sign-in could not continue',
-        message:
-          known?.message ??
-          (status >= 500 ? 'An unexpected error occurred.' : (out.error_description ?? 'The request was not valid.')),
+        heading: known?.heading ?? view.heading,
+        message: known?.message ?? view.message,
         next: known?.next ?? 'Go back to the application you were connecting and try again.',
-        code: out.error,
+        code: view.code,
         requestId: currentRequestId(),
       });
     },

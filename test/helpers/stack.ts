@@ -14,7 +14,7 @@ import { Redis } from 'ioredis';
 import { ephemeralJwks } from '../../lib/auth-server/keys.ts';
 import { createExampleMcpServer, type ExampleMcpServerApp } from '../../lib/dev/example-mcp-server.ts';
 import { startDevIdentityProvider, type DevIdentityProvider } from '../../lib/dev/identity-provider.ts';
-import { start, type RunningProxy } from '../../lib/start.ts';
+import { start, type RunningProxy, type StartOptions } from '../../lib/start.ts';
 import { createBrowser, type Browser } from './browser.ts';
 
 export async function freePort(): Promise<number> {
@@ -49,8 +49,11 @@ export interface Stack {
   idp: DevIdentityProvider;
   mcp: ExampleMcpServerApp;
   proxy: RunningProxy;
-  /** Stops the proxy and starts it again on the same port, store and keys. */
-  restart(): Promise<void>;
+  /**
+   * Stops the proxy and starts it again on the same port and store. `changes` replace variables of
+   * `env` from then on (e.g. an OIDC_PROVIDER_JWKS with a key added); without them, same keys.
+   */
+  restart(changes?: NodeJS.ProcessEnv): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -65,6 +68,8 @@ export interface StackOptions {
   checkUpstreamTokens?: boolean;
   /** Options of the development identity provider, e.g. a shorter token lifetime. */
   idp?: Partial<Parameters<typeof startDevIdentityProvider>[0]>;
+  /** Options of `start()` itself, e.g. shorter HTTP timeouts. */
+  start?: StartOptions;
 }
 
 /**
@@ -99,6 +104,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     IDENTITY_CLIENT_SECRET: idp.clientSecret,
     IDENTITY_SCOPE: 'openid profile offline_access',
     OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+    // close() ends open streams at once, as before graceful shutdown existed; test/shutdown.test.ts covers the drain.
+    MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS: '0',
     ...(options.redis === false
       ? {}
       : { MCP_AUTH_PROXY_REDIS_URL: process.env.TEST_REDIS_URL, MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix }),
@@ -111,10 +118,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     env,
     idp,
     mcp,
-    proxy: await start(env),
-    async restart() {
+    proxy: await start(env, options.start),
+    async restart(changes) {
       await stack.proxy.close();
-      stack.proxy = await start(env);
+      Object.assign(env, changes);
+      stack.proxy = await start(env, options.start);
     },
     async close() {
       await stack.proxy.close();
@@ -125,6 +133,18 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   };
   return stack;
+}
+
+/** Call inside a describe: a stack for its tests, handed to `take` once started before them and closed after them. */
+export function useStack(take: (stack: Stack) => void, options: StackOptions = {}): void {
+  let stack: Stack | undefined;
+  before(async function () {
+    stack = await startStack(options);
+    take(stack);
+  });
+  after(async function () {
+    await stack?.close();
+  });
 }
 
 async function deleteKeys(prefix: string): Promise<void> {
