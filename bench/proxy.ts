@@ -71,10 +71,11 @@ function build(): void {
 const nodeArgs = (value: string | undefined) => value?.split(' ').filter(Boolean) ?? [];
 
 /**
- * The Node flags of the production web process (bin/release's web command): keep the two alike.
- * A young generation of at most 2 × 8 MiB: V8's default on a machine with gigabytes of memory lets
- * it grow to 2 × 32 MiB, which a proxy's short-lived garbage fills, for some 40 MiB more resident
- * memory and no gain in CPU time per request (measured with this benchmark, issue 8).
+ * The Node flags of the production web process (bin/support/web, the buildpack's web command):
+ * keep the two alike. A young generation of at most 2 × 8 MiB: V8's default on a machine with
+ * gigabytes of memory lets it grow to 2 × 32 MiB, which the proxy's short-lived garbage fills, for
+ * 20–55 MiB more resident memory and no gain in CPU time per request (issue 8, measured with this
+ * benchmark's A/B proxies).
  */
 const PRODUCTION_NODE_ARGS = ['--max-semi-space-size=8'];
 
