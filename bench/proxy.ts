@@ -95,13 +95,14 @@ interface Result {
   latenciesMs: number[];
 }
 
-async function waitUntilListening(child: ChildProcess, url: string, output: () => string): Promise<void> {
+/** Until `url` answers (with a 2xx when `ok` is set). */
+async function waitUntilListening(child: ChildProcess, url: string, output: () => string, ok = false): Promise<void> {
   let exited = false;
   child.on('exit', () => (exited = true));
   for (let attempt = 0; attempt < 300; attempt++) {
     if (exited) throw new Error(`${url}: exited before listening:\n${output()}`);
     const ready = await fetch(url).then(
-      () => true,
+      (res) => !ok || res.ok,
       () => false,
     );
     if (ready) return;
@@ -138,7 +139,8 @@ async function startProxy(
   });
   let output = '';
   child.stderr!.on('data', (chunk) => (output += chunk));
-  await waitUntilListening(child, `${listening}/.well-known/oauth-protected-resource`, () => output);
+  // The proxy listens at once and answers 503 until it is ready.
+  await waitUntilListening(child, `${listening}/.well-known/oauth-protected-resource`, () => output, true);
   return child;
 }
 
