@@ -18,6 +18,7 @@ import type { Logger } from './telemetry/log.ts';
 import { beginRequest, requestTelemetry, runRequest } from './telemetry/request-log.ts';
 import type { Vault } from './vault/index.ts';
 import { grantSecretContext } from './auth-server/token-binding.ts';
+import { handBack } from './auth-server/edge-body.ts';
 import type { Views } from './views/index.ts';
 import type { KeyMaterial } from './auth-server/keys.ts';
 
@@ -130,6 +131,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
       log,
     }),
   );
+  app.use(handBack); // the bodies the policies above read, back in the stream for oidc-provider
   app.use(provider.callback());
   app.use(errorHandler({ views, log, cors: corsForRefusal(config) }));
   log.debug('app created', { mcp_path: config.mcp.path });
