@@ -29,6 +29,7 @@ export function forwardToMcpServer(ctx: ProxyContext): (call: AdmittedCall) => v
         endMcpCallSpan(call.span, 'ok', response!.statusCode);
         streamBack(response!, res, forwardResponseHeaders(response!.rawHeaders, cookies));
       } catch (unexpected) {
+        endMcpCallSpan(call.span, 'proxy_error');
         answer.failUnexpectedly(res, unexpected);
       }
     });
