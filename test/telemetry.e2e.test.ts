@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { expect } from 'chai';
 import type { KoaContextWithOIDC } from 'oidc-provider';
@@ -258,5 +258,43 @@ describe('tracing a whole login and tool calls (the real proxy process, OTLP/HTT
     expect(exported.includes(prefix), 'a Redis key').to.equal(false);
     // Nor in the proxy's own output.
     expect(secrets.leaks(proxyOutput.split('\n'), '')).to.deep.equal([]);
+  });
+});
+
+describe('tracing: a collector that never answers does not hold the shutdown', function () {
+  this.timeout(60_000);
+  let proxy: WebProcess | undefined;
+  const sockets: Socket[] = [];
+  // Accepts connections and reads nothing back: an export to it never completes on its own.
+  const blackHole = createTcpServer((socket) => sockets.push(socket.on('error', () => undefined)));
+
+  after(async function () {
+    proxy?.kill();
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => blackHole.close(resolve));
+  });
+
+  it('exits 0 soon after MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS, not after the exporter gives up', async function () {
+    blackHole.listen(0, '127.0.0.1');
+    await once(blackHole, 'listening');
+    const port = await freePort();
+    proxy = new WebProcess({
+      PORT: String(port),
+      MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS: '1000',
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(blackHole.address() as AddressInfo).port}`,
+      // The exporter's own limit, far beyond ours: only our deadline can end the flush in time.
+      OTEL_EXPORTER_OTLP_TIMEOUT: '30000',
+    });
+    await proxy.waitFor(/MCP endpoint/);
+    // Spans to flush: a few requests.
+    for (let i = 0; i < 3; i++)
+      await (await fetch(`http://localhost:${port}/.well-known/oauth-authorization-server`)).text();
+    const signalled = Date.now();
+    proxy.child.kill('SIGTERM');
+    expect(await proxy.exited).to.equal(0);
+    // 1 s of timeout, the MCP server's stop, and slack for a loaded machine: far below the 30 s
+    // the exporter would have waited.
+    expect(Date.now() - signalled).to.be.below(15_000);
+    expect(sockets.length, 'the proxy tried to export').to.be.greaterThan(0);
   });
 });
