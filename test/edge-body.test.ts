@@ -98,6 +98,36 @@ describe('edge policies read /reg and /token bodies, oidc-provider still reads t
     expect(refreshed.status, JSON.stringify(refreshed.body)).to.equal(200);
   });
 
+  it('a body in a charset nobody decodes is refused in JSON: 415', async () => {
+    const res = await fetch(`${stack.baseUrl}/reg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json; charset=x-made-up', accept: 'application/json' },
+      body: JSON.stringify({ redirect_uris: ['http://127.0.0.1:5555/cb'] }),
+    });
+    expect(res.status).to.equal(415);
+    expect(((await res.json()) as { error: string }).error).to.equal('invalid_client_metadata');
+  });
+
+  it('a Latin-1 form is read, not refused as a body (the grant is what fails)', async () => {
+    const reg = await registerClient(stack.baseUrl, {
+      redirect_uris: ['http://127.0.0.1:5555/cb'],
+      token_endpoint_auth_method: 'none',
+    });
+    // `é` as one Latin-1 byte: a code nobody issued, refused as a grant, not as a body.
+    const body = Buffer.concat([
+      Buffer.from(`grant_type=authorization_code&client_id=${reg.body.client_id}&code=caf`, 'latin1'),
+      Buffer.from([0xe9]),
+      Buffer.from(`&redirect_uri=${encodeURIComponent('http://127.0.0.1:5555/cb')}&code_verifier=${'v'.repeat(43)}`),
+    ]);
+    const res = await fetch(`${stack.baseUrl}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded; charset=iso-8859-1', accept: 'application/json' },
+      body,
+    });
+    expect(res.status).to.equal(400);
+    expect(((await res.json()) as { error: string }).error).to.equal('invalid_grant');
+  });
+
   it('an empty form body is oidc-provider’s to refuse, as before', async () => {
     const res = await tokenRequest(stack.baseUrl, {});
     expect(res.status).to.equal(400);

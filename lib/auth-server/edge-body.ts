@@ -1,4 +1,5 @@
 import querystring from 'node:querystring';
+import { TextDecoder } from 'node:util';
 import type { IncomingMessage } from 'node:http';
 import type { Request, RequestHandler } from 'express';
 
@@ -27,6 +28,7 @@ interface Held {
 const held = new WeakMap<IncomingMessage, Held>();
 
 const CONTENT_TYPE: Record<Kind, string> = { json: 'application/json', form: 'application/x-www-form-urlencoded' };
+const CHARSET = /;\s*charset=("?)([^";\s]+)\1/i;
 
 /**
  * A body the client got wrong, in the shape of a body parser's error (`status`, `expose`), so the
@@ -36,7 +38,7 @@ const CONTENT_TYPE: Record<Kind, string> = { json: 'application/json', form: 'ap
 class BodyRefused extends Error {
   readonly expose = true;
   constructor(
-    readonly status: 400 | 413,
+    readonly status: 400 | 413 | 415,
     message: string,
   ) {
     super(message);
@@ -45,8 +47,8 @@ class BodyRefused extends Error {
 
 /**
  * Parses a JSON or form body into `req.body`, keeping the stream readable. A body of another
- * type is left alone (oidc-provider refuses it itself); one over `limit` bytes is a 413, one that
- * does not parse a 400.
+ * type is left alone (oidc-provider refuses it itself); one over `limit` bytes is a 413, one in a
+ * charset nobody decodes a 415, one that does not parse a 400.
  */
 export function edgeBody(kind: Kind, limit: number): RequestHandler {
   return (req, _res, next) => {
@@ -56,10 +58,18 @@ export function edgeBody(kind: Kind, limit: number): RequestHandler {
       req.body = {};
       return next();
     }
+    // Decoded as oidc-provider will decode it, in the charset the request names.
+    let decoder: TextDecoder;
+    try {
+      decoder = new TextDecoder(CHARSET.exec(req.headers['content-type'] ?? '')?.[2] ?? 'utf-8');
+    } catch {
+      return next(new BodyRefused(415, 'the body is in a charset this server does not read'));
+    }
     readKeepingStream(req, limit).then((raw) => {
       let body: unknown;
       try {
-        body = kind === 'json' ? JSON.parse(raw.toString('utf8')) : { ...querystring.parse(raw.toString('utf8')) };
+        const text = decoder.decode(raw);
+        body = kind === 'json' ? JSON.parse(text) : { ...querystring.parse(text) };
       } catch {
         next(new BodyRefused(400, `the ${kind === 'json' ? 'JSON' : 'form'} body does not parse`));
         return;
