@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: the same MCP JSON-RPC call (`tools/call echo`) sent straight to the example MCP
- * server, through the proxy, and through a bare forwarder (bench/bare-forwarder.ts, the cost of
- * any Node.js hop), side by side in one run, at 1, 10 and 50 connections. Prints requests/s, p50
- * and p99 latency, the proxy/direct ratios and the proxy's RSS.
+ * server, through the proxy, through the proxy with tracing on (`traced`, see startTracedProxy),
+ * and through a bare forwarder (bench/bare-forwarder.ts, the cost of any Node.js hop), side by
+ * side in one run, at 1, 10 and 50 connections. Prints requests/s, p50 and p99 latency, the
+ * proxy/direct ratios, tracing on/off, and the proxy's RSS.
  *
  * Everything runs on this machine: the proxy as its real web process (lib/main.ts) with
  * the Redis store, the example MCP server as the proxy's child, and this load generator. Ratios
@@ -30,7 +31,7 @@ const LEVELS = [1, 10, 50];
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 interface Target {
-  name: 'direct' | 'proxy' | 'bare';
+  name: 'direct' | 'proxy' | 'bare' | 'traced';
   /** The forwarding process in front of the MCP server, if any. */
   pid?: number;
   url: URL;
@@ -44,16 +45,19 @@ interface Result {
   latenciesMs: number[];
 }
 
-async function waitUntilListening(child: ChildProcess, url: string, output: () => string): Promise<void> {
+/** `ready`: whether an answer means ready (a proxy binds first and answers 503 until it is). */
+async function waitUntilListening(
+  child: ChildProcess,
+  url: string,
+  output: () => string,
+  ready: (res: Response) => boolean = () => true,
+): Promise<void> {
   let exited = false;
   child.on('exit', () => (exited = true));
   for (let attempt = 0; attempt < 300; attempt++) {
     if (exited) throw new Error(`${url}: exited before listening:\n${output()}`);
-    const ready = await fetch(url).then(
-      () => true,
-      () => false,
-    );
-    if (ready) return;
+    const answered = await fetch(url).then(ready, () => false);
+    if (answered) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   child.kill('SIGKILL');
@@ -83,8 +87,68 @@ async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<Chil
   });
   let output = '';
   child.stderr!.on('data', (chunk) => (output += chunk));
-  await waitUntilListening(child, `${baseUrl}/.well-known/oauth-protected-resource`, () => output);
+  await waitUntilListening(
+    child,
+    `${baseUrl}/readyz`,
+    () => output,
+    (res) => res.ok,
+  );
   return child;
+}
+
+/**
+ * Where the traced proxy's spans go: a loopback OTLP/HTTP endpoint that takes every export and
+ * answers 200, as a collector would, counting what it got. (In this process: with wrk as the
+ * load generator it is otherwise idle.)
+ */
+async function startSpanSink(): Promise<{ endpoint: string; exports: () => number; close: () => void }> {
+  let exports = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      if (req.url === '/v1/traces') exports++;
+      res.writeHead(200, { 'Content-Type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { endpoint: `http://127.0.0.1:${port}`, exports: () => exports, close: () => server.close() };
+}
+
+/**
+ * A second proxy process in front of the same MCP server, store and keys (so the same token works
+ * on it: BASE_URL is the first proxy's, only PORT differs), started as `npm start` starts it, with
+ * the tracing preload, every request sampled and its spans exported to `endpoint`.
+ */
+async function startTracedProxy(env: NodeJS.ProcessEnv, endpoint: string): Promise<{ child: ChildProcess; url: URL }> {
+  const port = await freePort();
+  const nodeArgs = process.env.BENCH_PROXY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const preload = ['--import', 'tsx', '--import', './lib/telemetry/tracing.ts'];
+  const child = spawn(process.execPath, [...nodeArgs, ...preload, 'lib/main.ts'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      ...env,
+      PORT: String(port),
+      MCP_SERVER_RUN_COMMAND: undefined,
+      MCP_SERVER_RUN_ARGS_JSON: undefined,
+      MCP_SERVER_RUN_DIR: undefined,
+      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+      OTEL_TRACES_SAMPLER: 'always_on',
+      OTEL_SERVICE_NAME: 'bench-proxy',
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let output = '';
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  await waitUntilListening(
+    child,
+    `http://127.0.0.1:${port}/readyz`,
+    () => output,
+    (res) => res.ok,
+  );
+  return { child, url: new URL(`http://127.0.0.1:${port}/mcp`) };
 }
 
 function post(
@@ -277,21 +341,20 @@ async function main(): Promise<void> {
   const prefix = `bench-${randomBytes(4).toString('hex')}:`;
   const baseUrl = `http://localhost:${port}`;
   const children: ChildProcess[] = [];
-  const proxy = await startProxy(
-    {
-      PORT: String(port),
-      BASE_URL: baseUrl,
-      LOG_LEVEL: 'warn',
-      MCP_AUTH_PROXY_REDIS_URL: REDIS_URL,
-      MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix,
-      OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
-      MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
-      MCP_SERVER_RUN_COMMAND: process.execPath,
-      MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
-      MCP_SERVER_RUN_DIR: ROOT,
-    },
-    baseUrl,
-  );
+  const proxyEnv: NodeJS.ProcessEnv = {
+    PORT: String(port),
+    BASE_URL: baseUrl,
+    LOG_LEVEL: 'warn',
+    MCP_AUTH_PROXY_REDIS_URL: REDIS_URL,
+    MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix,
+    OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+    MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+    MCP_SERVER_RUN_COMMAND: process.execPath,
+    MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
+    MCP_SERVER_RUN_DIR: ROOT,
+  };
+  const proxy = await startProxy(proxyEnv, baseUrl);
+  const sink = await startSpanSink();
   try {
     const client = await registerClient(baseUrl, {
       application_type: 'native',
@@ -309,6 +372,8 @@ async function main(): Promise<void> {
     const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
     const bare = await startBareForwarder(mcpUrl);
     children.push(bare.child);
+    const traced = await startTracedProxy(proxyEnv, sink.endpoint);
+    children.push(traced.child);
     const targets: Target[] = [
       { name: 'direct', url: new URL(mcpUrl), headers: {} },
       {
@@ -318,6 +383,12 @@ async function main(): Promise<void> {
         pid: proxy.pid!,
       },
       { name: 'bare', url: bare.url, headers: {}, pid: bare.child.pid! },
+      {
+        name: 'traced',
+        url: traced.url,
+        headers: { authorization: `Bearer ${token.body.access_token}` },
+        pid: traced.child.pid!,
+      },
     ];
     const sessions = await Promise.all(targets.map(openSession));
     // Warm every path (JIT, keep-alive sockets, caches) before measuring.
@@ -377,6 +448,9 @@ async function main(): Promise<void> {
       'conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy or forwarder  mcp-server  load-generator',
     );
     const rows: string[] = [];
+    const tracingRows: string[] = [];
+    const tracingCost = (connections: number, off: Summary, on: Summary) =>
+      `${String(connections).padEnd(6)} tracing on    throughput ${((on.rps / off.rps) * 100).toFixed(1).padStart(5)}% of tracing off, p50 +${(on.p50 - off.p50).toFixed(2)} ms, p99 +${(on.p99 - off.p99).toFixed(2)} ms`;
     const ratio = (connections: number, label: string, hop: Summary, direct: Summary) =>
       `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${((hop.rps / direct.rps) * 100).toFixed(1).padStart(5)}% of direct, p50 +${(hop.p50 - direct.p50).toFixed(2)} ms, p99 +${(hop.p99 - direct.p99).toFixed(2)} ms`;
     for (const connections of LEVELS) {
@@ -388,12 +462,19 @@ async function main(): Promise<void> {
       }
       const [direct, viaProxy, viaBare] = [results[0]!, results[1]!, results[2]!];
       rows.push(ratio(connections, 'proxy', viaProxy, direct), ratio(connections, 'bare forwarder', viaBare, direct));
+      tracingRows.push(tracingCost(connections, viaProxy, results[3]!));
     }
     console.log('\nthrough a hop / direct (the bare forwarder: what any Node.js hop costs on this machine)');
     for (const row of rows) console.log(row);
-    console.log(`\nproxy RSS: ${rssMiB(proxy.pid!).toFixed(1)} MiB`);
+    console.log(`\nthe proxy with tracing on (every request sampled, exported to a loopback OTLP endpoint) / off`);
+    for (const row of tracingRows) console.log(row);
+    console.log(`(${sink.exports()} OTLP exports received)`);
+    console.log(
+      `\nproxy RSS: ${rssMiB(proxy.pid!).toFixed(1)} MiB; with tracing on: ${rssMiB(traced.child.pid!).toFixed(1)} MiB`,
+    );
   } finally {
     for (const child of [proxy, ...children]) child.kill('SIGTERM');
+    sink.close();
     const redis = new Redis(REDIS_URL);
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length) await redis.del(...keys);

@@ -1,4 +1,5 @@
-import express, { Router, type Request, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler } from 'express';
+import { edgeBody } from './edge-body.ts';
 import { normalizeResource } from './resource.ts';
 import { InvalidTarget } from '../http/errors.ts';
 import { LOOPBACK_REDIRECT_HOSTS } from '../http/loopback.ts';
@@ -62,8 +63,8 @@ export function clientPolicies(
   resourceUrl: string,
 ): Router {
   const router = Router();
-  const json = express.json({ limit: '32kb', type: 'application/json' });
-  const form = express.urlencoded({ extended: false, limit: '64kb' });
+  const json = edgeBody('json', 32 * 1024);
+  const form = edgeBody('form', 64 * 1024);
 
   const registration: RequestHandler = (req, _res, next) => {
     if (req.body && typeof req.body === 'object' && !Array.isArray(req.body)) {

@@ -11,6 +11,7 @@ import {
   type Resolver,
 } from '../http/outbound.ts';
 import { log as defaultLog, type Logger } from '../telemetry/log.ts';
+import { withSpan } from '../telemetry/spans.ts';
 
 /** Upstream credentials of one grant: what the MCP server receives as its bearer token. */
 export interface UpstreamCredentials {
@@ -307,53 +308,59 @@ export async function createIdentityClient(
       if (wantsIdToken) params.nonce = nonce;
       return oidc.buildAuthorizationUrl(configuration, params);
     },
-    async exchange(callbackUrl, checks) {
-      let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
-      try {
-        tokens = await oidc.authorizationCodeGrant(configuration, callbackUrl, {
-          pkceCodeVerifier: checks.codeVerifier,
-          expectedState: checks.state,
-          expectedNonce: wantsIdToken ? checks.nonce : undefined,
-          idTokenExpected: false,
-        });
-      } catch (error) {
-        if (error instanceof oidc.AuthorizationResponseError) {
-          throw new IdentityError('IDENTITY_REJECTED', `the identity provider refused the login: ${error.error}`, {
-            cause: error,
-          });
-        }
-        const classified = classify(error, 'code exchange');
-        throw classified.code === 'IDENTITY_TRANSIENT'
-          ? classified
-          : new IdentityError('IDENTITY_REJECTED', classified.message, { cause: error });
-      }
-      const credentials = toCredentials(tokens);
-      let accountId = tokens.claims()?.sub;
-      if (!accountId && metadata.userinfo_endpoint) {
+    // A span per call to the token endpoint (here and in refresh): its outcome is `ok` or the
+    // IdentityError's code, never the message (an error may quote what the provider was sent).
+    exchange(callbackUrl, checks) {
+      return withSpan('upstream.code_exchange', {}, async () => {
+        let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
         try {
-          accountId = (await oidc.fetchUserInfo(configuration, tokens.access_token, oidc.skipSubjectCheck)).sub;
-        } catch {
-          // Fall through to the provider-specific fields below.
+          tokens = await oidc.authorizationCodeGrant(configuration, callbackUrl, {
+            pkceCodeVerifier: checks.codeVerifier,
+            expectedState: checks.state,
+            expectedNonce: wantsIdToken ? checks.nonce : undefined,
+            idTokenExpected: false,
+          });
+        } catch (error) {
+          if (error instanceof oidc.AuthorizationResponseError) {
+            throw new IdentityError('IDENTITY_REJECTED', `the identity provider refused the login: ${error.error}`, {
+              cause: error,
+            });
+          }
+          const classified = classify(error, 'code exchange');
+          throw classified.code === 'IDENTITY_TRANSIENT'
+            ? classified
+            : new IdentityError('IDENTITY_REJECTED', classified.message, { cause: error });
         }
-      }
-      accountId ??= accountIdFromTokenResponse(tokens as unknown as Record<string, unknown>);
-      if (!accountId) {
-        throw new IdentityError(
-          'IDENTITY_NO_ACCOUNT_ID',
-          'the identity provider did not say who logged in (no ID token sub, userinfo, user_id or id)',
-        );
-      }
-      return { accountId, credentials };
+        const credentials = toCredentials(tokens);
+        let accountId = tokens.claims()?.sub;
+        if (!accountId && metadata.userinfo_endpoint) {
+          try {
+            accountId = (await oidc.fetchUserInfo(configuration, tokens.access_token, oidc.skipSubjectCheck)).sub;
+          } catch {
+            // Fall through to the provider-specific fields below.
+          }
+        }
+        accountId ??= accountIdFromTokenResponse(tokens as unknown as Record<string, unknown>);
+        if (!accountId) {
+          throw new IdentityError(
+            'IDENTITY_NO_ACCOUNT_ID',
+            'the identity provider did not say who logged in (no ID token sub, userinfo, user_id or id)',
+          );
+        }
+        return { accountId, credentials };
+      });
     },
-    async refresh(refreshToken) {
-      try {
-        return toCredentials(await oidc.refreshTokenGrant(configuration, refreshToken), {
-          accessToken: '',
-          refreshToken,
-        });
-      } catch (error) {
-        throw classify(error, 'refresh');
-      }
+    refresh(refreshToken) {
+      return withSpan('upstream.refresh', {}, async () => {
+        try {
+          return toCredentials(await oidc.refreshTokenGrant(configuration, refreshToken), {
+            accessToken: '',
+            refreshToken,
+          });
+        } catch (error) {
+          throw classify(error, 'refresh');
+        }
+      });
     },
   };
 }
