@@ -12,6 +12,7 @@ import { HttpsRequired, jsonBody } from './http/errors.ts';
 import { clientProtocol } from './http/forwarded.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
+import { limitByAddress } from './rate-limit/ip.ts';
 import { createMcpProxy, type McpProxy } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
 import { runWithRequestId, type Logger } from './telemetry/log.ts';
@@ -115,6 +116,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
   app.use(rejectUndecodablePath);
   app.use(corsRoutes(config));
   app.use(metadataRoutes(config));
+  app.use(limitByAddress({ store: deps.store, config: config.rateLimit, log }));
   app.use(
     interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey, grantSecretCookieKey: deps.keys.grantSecretCookieKey }),
   );

@@ -231,6 +231,15 @@ export function createMemoryStore(): Store {
       return true;
     },
 
+    async increment(key, by, windowMs) {
+      const now = Date.now();
+      const entry = live(key);
+      const count = Number(entry?.value ?? 0) + by;
+      const expiresAt = entry?.expiresAt ?? now + windowMs;
+      entries.set(key, { value: String(count), expiresAt });
+      return { count, resetMs: expiresAt - now };
+    },
+
     async publish(channel, message) {
       // Delivered before publish() resolves: one process, so nothing can be missed in between.
       for (const onMessage of [...(channels.get(channel) ?? [])]) {
