@@ -5,7 +5,7 @@ import type Provider from 'oidc-provider';
 import { clientPolicies } from './auth-server/client-policy.ts';
 import { corsForRefusal, corsRoutes } from './auth-server/cors.ts';
 import { metadataRoutes } from './auth-server/metadata.ts';
-import { resourceScopes } from './auth-server/provider.ts';
+import { resourceScopes } from './auth-server/policy.ts';
 import type { Config } from './config/types.ts';
 import { errorHandler, logError, rejectUndecodablePath } from './http/error-handler.ts';
 import { HttpsRequired, jsonBody } from './http/errors.ts';
@@ -17,7 +17,7 @@ import { createMcpProxy, type McpProxy } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
 import { runWithRequestId, type Logger } from './telemetry/log.ts';
 import type { Vault } from './vault/index.ts';
-import { grantSecretContext } from './vault/token-secret.ts';
+import { grantSecretContext } from './auth-server/token-binding.ts';
 import type { Views } from './views/index.ts';
 import type { KeyMaterial } from './auth-server/keys.ts';
 

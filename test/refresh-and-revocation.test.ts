@@ -1,9 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { REFRESH_GRACE_SECONDS } from '../lib/auth-server/refresh-grace.ts';
+import { decodeProtectedHeader } from 'jose';
+import { openGraceRecord, REFRESH_GRACE_SECONDS } from '../lib/auth-server/refresh-grace.ts';
 import { hashId } from '../lib/store/hash.ts';
 import { createBrowser } from './helpers/browser.ts';
+import { LEGACY } from './helpers/legacy-records.ts';
 import { authorizationUrl, mcpInitialize, pkce, registerClient, tokenRequest } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
@@ -183,6 +185,34 @@ describe('refresh tokens (R14), revocation (RFC 7009) and no-store (R17)', funct
         expect(stored).to.not.contain(secret);
         expect(stored).to.not.contain(Buffer.from(secret).toString('base64url'));
       }
+      // One sealed format for every record (lib/crypto/sealed-json.ts), bound to the token's hash.
+      expect(decodeProtectedHeader(stored)).to.deep.equal({
+        alg: 'dir',
+        enc: 'A256GCM',
+        kid: 'presented-refresh-token',
+        typ: 'refresh-grace+2',
+        ctx: hashId(tokens.refresh_token),
+      });
+      const opened = await openGraceRecord(tokens.refresh_token, hashId(tokens.refresh_token), stored);
+      expect(opened?.body.refresh_token).to.equal(first.body.refresh_token);
+      // Only the old token opens it, and only under its own hash.
+      expect(await openGraceRecord(first.body.refresh_token!, hashId(tokens.refresh_token), stored)).to.equal(
+        undefined,
+      );
+      expect(await openGraceRecord(tokens.refresh_token, hashId(first.body.refresh_token!), stored)).to.equal(
+        undefined,
+      );
+    });
+
+    it('a record sealed by the previous code (format v1) still opens for its token, bound as before', async function () {
+      const id = hashId(LEGACY.refreshToken);
+      const opened = await openGraceRecord(LEGACY.refreshToken, id, LEGACY.graceV1);
+      expect(opened).to.deep.include({ clientId: 'client-abc', grantId: LEGACY.grantId });
+      expect(opened?.body).to.deep.equal(LEGACY.graceBody);
+      expect(await openGraceRecord(`${LEGACY.refreshToken}x`, id, LEGACY.graceV1), 'another token').to.equal(undefined);
+      expect(await openGraceRecord(LEGACY.refreshToken, hashId('other'), LEGACY.graceV1), 'another hash').to.equal(
+        undefined,
+      );
     });
 
     it('R14: reuse after the window revokes the grant: old and new refresh tokens die, /mcp answers 401, upstream credentials go', async function () {

@@ -12,6 +12,7 @@ import {
   createStore,
   type Store,
 } from '../lib/store/index.ts';
+import { DEVICE_FLOW_UNSUPPORTED } from '../lib/store/redis.ts';
 import type { Subscription } from '../lib/store/types.ts';
 import { captureLogs } from '../lib/telemetry/log.ts';
 
@@ -222,23 +223,25 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
         expect((await Session.findByUid(uid))?.accountId).to.equal('new');
       });
 
-      it('findByUserCode finds the DeviceCode with its id; find by id omits the user code', async function () {
+      it('refuses user codes: the device flow is not enabled and has no index', async function () {
         const DeviceCode = new store.Adapter('DeviceCode');
         const id = random();
-        const userCode = 'BCDFGHJK';
-        const payload = token(id, random(), {
-          kind: 'DeviceCode',
-          userCode,
-          deviceInfo: { ip: '::1' },
-        });
-        await DeviceCode.upsert(id, payload, 60);
-        expect(await DeviceCode.findByUserCode(userCode)).to.deep.equal(payload);
-        expect(await DeviceCode.findByUserCode('BCDFGHJL')).to.equal(undefined);
-        const { userCode: _userCode, ...withoutUserCode } = payload;
-        expect(await DeviceCode.find(id)).to.deep.equal(withoutUserCode);
-
-        await DeviceCode.destroy(id);
-        expect(await DeviceCode.findByUserCode(userCode)).to.equal(undefined);
+        const payload = token(id, random(), { kind: 'DeviceCode', userCode: 'BCDFGHJK' });
+        let written: unknown;
+        try {
+          await DeviceCode.upsert(id, payload, 60);
+        } catch (error) {
+          written = error;
+        }
+        expect((written as Error | undefined)?.message).to.equal(DEVICE_FLOW_UNSUPPORTED);
+        expect(await DeviceCode.find(id), 'nothing stored, the user code least of all').to.equal(undefined);
+        let found: unknown;
+        try {
+          await DeviceCode.findByUserCode('BCDFGHJK');
+        } catch (error) {
+          found = error;
+        }
+        expect((found as Error | undefined)?.message).to.equal(DEVICE_FLOW_UNSUPPORTED);
       });
 
       it('revokeByGrantId deletes every token of that grant and nothing else', async function () {
@@ -261,15 +264,6 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
         expect(await adapters.RefreshToken!.find(moved)).to.not.equal(undefined);
         await new store.Adapter('AccessToken').revokeByGrantId(random());
       });
-
-      it('revokeByGrantId also drops the user-code index of a revoked DeviceCode', async function () {
-        const DeviceCode = new store.Adapter('DeviceCode');
-        const [id, grant, userCode] = [random(), random(), 'WXZBCDFG'];
-        await DeviceCode.upsert(id, token(id, grant, { kind: 'DeviceCode', userCode }), 60);
-        await DeviceCode.revokeByGrantId(grant);
-        expect(await DeviceCode.findByUserCode(userCode)).to.equal(undefined);
-        expect(await DeviceCode.find(id)).to.equal(undefined);
-      });
     });
 
     // One wait for every expiry, to keep the suite short.
@@ -282,11 +276,9 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
 
       const AccessToken = new store.Adapter('AccessToken');
       const Session = new store.Adapter('Session');
-      const DeviceCode = new store.Adapter('DeviceCode');
-      const [tokenId, sessionId, uid, deviceId] = [random(), random(), random(), random()];
+      const [tokenId, sessionId, uid] = [random(), random(), random()];
       await AccessToken.upsert(tokenId, token(tokenId, random()), 1);
       await Session.upsert(sessionId, { jti: sessionId, kind: 'Session', uid }, 1);
-      await DeviceCode.upsert(deviceId, token(deviceId, random(), { kind: 'DeviceCode', userCode: 'QRSTVWXZ' }), 1);
 
       // Long-lived member first, then a short one: the grant set must not shrink to 1 s.
       const [longFirst, shortThenLong] = [random(), random()];
@@ -308,7 +300,6 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
       expect(await AccessToken.find(tokenId)).to.equal(undefined);
       expect(await Session.find(sessionId)).to.equal(undefined);
       expect(await Session.findByUid(uid)).to.equal(undefined);
-      expect(await DeviceCode.findByUserCode('QRSTVWXZ')).to.equal(undefined);
       expect(await AccessToken.find(longA)).to.not.equal(undefined);
 
       await AccessToken.revokeByGrantId(longFirst);
@@ -375,18 +366,17 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
     });
 
     if (name === 'redis') {
-      it('never stores a token id, session id or user code in a key or a value', async function () {
+      it('never stores a token id or session id in a key or a value', async function () {
         const secrets: string[] = [];
         const AccessToken = new store.Adapter('AccessToken');
         const Session = new store.Adapter('Session');
-        const DeviceCode = new store.Adapter('DeviceCode');
-        const [tokenId, sessionId, deviceId, grant] = [random(), random(), random(), random()];
-        const userCode = 'ZXWVTSRQ';
-        secrets.push(tokenId, sessionId, deviceId, userCode);
+        const RefreshToken = new store.Adapter('RefreshToken');
+        const [tokenId, sessionId, refreshId, grant] = [random(), random(), random(), random()];
+        secrets.push(tokenId, sessionId, refreshId);
         await AccessToken.upsert(tokenId, token(tokenId, grant), 60);
         await Session.upsert(sessionId, { jti: sessionId, kind: 'Session', uid: random() }, 60);
-        await DeviceCode.upsert(deviceId, token(deviceId, grant, { kind: 'DeviceCode', userCode }), 60);
-        await DeviceCode.consume(deviceId);
+        await RefreshToken.upsert(refreshId, token(refreshId, grant, { kind: 'RefreshToken' }), 60);
+        await RefreshToken.consume(refreshId);
 
         const dump = await subject.dump!();
         const text = [...dump].flat().join('\n');
@@ -394,7 +384,7 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
         for (const secret of secrets) expect(text).to.not.include(secret);
         // The lookups still work from the secret alone.
         expect((await AccessToken.find(tokenId))?.jti).to.equal(tokenId);
-        expect((await DeviceCode.findByUserCode(userCode))?.jti).to.equal(deviceId);
+        expect((await RefreshToken.find(refreshId))?.jti).to.equal(refreshId);
       });
 
       it('consume of a missing record leaves no key behind (it would never expire)', async function () {

@@ -1,5 +1,6 @@
 import { createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
+import { decodeProtectedHeader } from 'jose';
 import { Redis } from 'ioredis';
 import { deriveKeyMaterial, ephemeralJwks } from '../lib/auth-server/keys.ts';
 import { createProvider } from '../lib/auth-server/provider.ts';
@@ -8,10 +9,15 @@ import { createMemoryStore, createRedisStore, type Store } from '../lib/store/in
 import { captureLogs, log } from '../lib/telemetry/log.ts';
 import { createIdentityClient } from '../lib/identity/index.ts';
 import { createVault, GrantSecret, grantSecretOf, keyId, open, vaultKeyFor, type Vault } from '../lib/vault/index.ts';
-import { GRANT_SECRET_COOKIE, grantSecretCookie } from '../lib/vault/token-secret.ts';
+import {
+  GRANT_SECRET_COOKIE,
+  grantSecretCookie,
+  openGrantSecretCookie,
+} from '../lib/auth-server/grant-secret-cookie.ts';
 import { createViews } from '../lib/views/index.ts';
 import { createBrowser, type Browser, type Page } from './helpers/browser.ts';
 import { captureOutput } from './helpers/capture.ts';
+import { LEGACY } from './helpers/legacy-records.ts';
 import { dumpRedis } from './helpers/redis.ts';
 import { authorizationUrl, mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
@@ -184,9 +190,9 @@ describe('vault records open only with the server key and a live token of their 
     const carol = await login('binding-carol');
     const everything = await dump();
     const sealed = everything.get(`${prefix}${vaultKeyFor(carol.grantId)}`)!;
-    expect(sealed).to.match(/^v3\.[\w-]{8}\.[\w-]{16}\.[\w-]+\.[\w-]{22}$/);
-    const [, kid, iv, body, tag] = sealed.split('.') as [string, string, string, string, string];
-    expect(kid, 'sealed under this server’s key').to.equal(keyId(root));
+    expect(sealed).to.match(/^[\w-]+\.\.[\w-]{16}\.[\w-]+\.[\w-]{22}$/);
+    const [header, , iv, body, tag] = sealed.split('.') as [string, string, string, string, string];
+    expect(decodeProtectedHeader(sealed).kid, 'sealed under this server’s key').to.equal(keyId(root));
 
     // Everything an attacker with the dump and OIDC_PROVIDER_JWKS can try as the missing half.
     const candidates = new Set<string>();
@@ -196,9 +202,12 @@ describe('vault records open only with the server key and a live token of their 
     expect(candidates.size, 'the dump has hashed ids to try').to.be.greaterThan(5);
     for (const candidate of candidates) {
       const secret = GrantSecret.decode(candidate);
-      if (secret) expect(open(root, carol.grantId, secret, sealed).ok, candidate).to.equal(false);
+      if (secret) expect((await open(root, carol.grantId, secret, sealed)).ok, candidate).to.equal(false);
     }
-    expect(open(root, carol.grantId, GrantSecret.generate(), sealed)).to.deep.equal({ ok: false, reason: 'tampered' });
+    expect(await open(root, carol.grantId, GrantSecret.generate(), sealed)).to.deep.equal({
+      ok: false,
+      reason: 'tampered',
+    });
     // The previous scheme's key, derived from the server key alone, does not decrypt it either.
     const serverOnlyKey = Buffer.from(
       hkdfSync(
@@ -214,13 +223,14 @@ describe('vault records open only with the server key and a live token of their 
     );
     for (const aesKey of [serverOnlyKey, root]) {
       const decipher = createDecipheriv('aes-256-gcm', aesKey, Buffer.from(iv, 'base64url'));
-      decipher.setAAD(Buffer.from(`v3.${kid}.${carol.grantId}`));
+      // JWE's associated data is the encoded protected header (RFC 7516 §5.1, step 14).
+      decipher.setAAD(Buffer.from(header, 'ascii'));
       decipher.setAuthTag(Buffer.from(tag, 'base64url'));
       decipher.update(Buffer.from(body, 'base64url'));
       expect(() => decipher.final()).to.throw();
     }
 
-    const opened = open(root, carol.grantId, carol.secret, sealed);
+    const opened = await open(root, carol.grantId, carol.secret, sealed);
     expect(opened.ok, 'the secret from the live access token opens it').to.equal(true);
     expect((await sideVault.get(carol.grantId, carol.secret))?.accountId).to.equal('binding-carol');
   });
@@ -439,7 +449,7 @@ describe('vault records open only with the server key and a live token of their 
       const started = await untilResume(browser, clientId, 'cookie-niaj');
       const path = new URL(started.resumeUrl).pathname;
       const key = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).grantSecretCookieKey;
-      const line = grantSecretCookie(key, {
+      const line = await grantSecretCookie(key, {
         path,
         uid: path.split('/').at(-1)!,
         grantId: 'a-grant-of-another-login',
@@ -492,5 +502,50 @@ describe('tokens are minted only where their grant secret is known (fail closed)
     } finally {
       await store.close();
     }
+  });
+});
+
+describe('the resume cookie’s format', function () {
+  const uid = LEGACY.uid;
+  const secret = GrantSecret.decode(LEGACY.grantSecret)!;
+  const valueOf = (line: string) => line.slice(`${GRANT_SECRET_COOKIE}=`.length, line.indexOf(';'));
+
+  it('opens only at the interaction it was sealed for, and not once expired', async function () {
+    const line = await grantSecretCookie(LEGACY.cookieKey, {
+      path: `/auth/${uid}`,
+      uid,
+      grantId: LEGACY.grantId,
+      secret,
+      maxAgeSeconds: 60,
+      secure: true,
+    });
+    const value = valueOf(line);
+    expect(decodeProtectedHeader(value)).to.include({ alg: 'dir', enc: 'A256GCM', ctx: uid });
+    const opened = await openGrantSecretCookie(LEGACY.cookieKey, uid, value);
+    expect(opened?.grantId).to.equal(LEGACY.grantId);
+    expect(opened?.secret.encode()).to.equal(LEGACY.grantSecret);
+    expect(await openGrantSecretCookie(LEGACY.cookieKey, 'another-interaction', value)).to.equal(undefined);
+    expect(await openGrantSecretCookie(randomBytes(32), uid, value)).to.equal(undefined);
+    expect(await openGrantSecretCookie(LEGACY.cookieKey, uid, flip(value))).to.equal(undefined);
+
+    const expired = await grantSecretCookie(LEGACY.cookieKey, {
+      path: `/auth/${uid}`,
+      uid,
+      grantId: LEGACY.grantId,
+      secret,
+      maxAgeSeconds: 1,
+      secure: true,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect(await openGrantSecretCookie(LEGACY.cookieKey, uid, valueOf(expired))).to.equal(undefined);
+  });
+
+  it('a cookie in format v1, written by the previous code, still opens, bound as before', async function () {
+    const opened = await openGrantSecretCookie(LEGACY.cookieKey, uid, LEGACY.cookieV1);
+    expect(opened?.grantId).to.equal(LEGACY.grantId);
+    expect(opened?.secret.encode()).to.equal(LEGACY.grantSecret);
+    expect(await openGrantSecretCookie(LEGACY.cookieKey, 'another-interaction', LEGACY.cookieV1)).to.equal(undefined);
+    expect(await openGrantSecretCookie(randomBytes(32), uid, LEGACY.cookieV1)).to.equal(undefined);
+    expect(await openGrantSecretCookie(LEGACY.cookieKey, uid, flip(LEGACY.cookieV1))).to.equal(undefined);
   });
 });

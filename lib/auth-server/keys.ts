@@ -18,7 +18,7 @@ export interface KeyMaterial {
   readonly vaultKey: Buffer;
   /**
    * Seals the cookie that carries a new grant's secret from the upstream callback to the resume
-   * endpoint (`lib/vault/token-secret.ts`).
+   * endpoint (`lib/auth-server/grant-secret-cookie.ts`).
    */
   readonly grantSecretCookieKey: Buffer;
 }

@@ -1,6 +1,6 @@
 import { Router, type RequestHandler } from 'express';
 import type { Config } from '../config/types.ts';
-import { resourceScopes } from './provider.ts';
+import { resourceScopes } from './policy.ts';
 
 /** Path of the RFC 9728 document for a resource at `resourcePath` (§3.1: well-known, then path). */
 export function protectedResourceMetadataPath(resourcePath: string): string {

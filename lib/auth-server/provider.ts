@@ -8,32 +8,15 @@ import Provider, {
 import type { Config } from '../config/types.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
-import { bindTokensToGrantSecrets } from '../vault/token-secret.ts';
 import type { Views } from '../views/index.ts';
 import { cimdConfiguration } from './cimd.ts';
 import { logRefusals } from './refusals.ts';
 import { clientBasedCors } from './cors.ts';
 import type { KeyMaterial } from './keys.ts';
+import { resourceScopes, TTL } from './policy.ts';
 import { installRefreshGrace } from './refresh-grace.ts';
 import { isOurResource } from './resource.ts';
-
-/** Lifetimes, seconds. The vault keeps upstream credentials exactly as long as the grant. */
-export const TTL = {
-  AccessToken: 60 * 60,
-  AuthorizationCode: 60,
-  IdToken: 60 * 60,
-  // R20: the upstream round trip (consent + IdP login) must finish within ten minutes.
-  Interaction: 10 * 60,
-  RefreshToken: 30 * 24 * 60 * 60,
-  Grant: 30 * 24 * 60 * 60,
-  Session: 14 * 24 * 60 * 60,
-} as const;
-
-/** Scopes of the MCP resource: what tokens for `/mcp` may carry and challenges ask for. */
-export function resourceScopes(config: Config): string[] {
-  // R1: offline_access is about refresh tokens at this AS, never a resource permission.
-  return config.provider.scopes.filter((scope) => scope !== 'offline_access');
-}
+import { bindTokensToGrantSecrets } from './token-binding.ts';
 
 /**
  * oidc-provider would answer a repeat authorization from a browser with a session straight from

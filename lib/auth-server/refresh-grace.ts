@@ -1,11 +1,13 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { hkdfSync } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import { errors, type TokenEndpointGrantContext } from 'oidc-provider';
 // @ts-expect-error -- oidc-provider ships no declarations for its internals. Pinned to 9.13.3
 // (package.json); test/refresh-and-revocation.test.ts fails if this hook stops working.
 import readInternals from 'oidc-provider/lib/helpers/weak_cache.js';
+import { openLegacyGcm } from '../crypto/legacy-gcm.ts';
+import { openJson, sealJson, type Sealing } from '../crypto/sealed-json.ts';
 import { hashId } from '../store/hash.ts';
+import { poll, withLock } from '../store/lock.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 
@@ -24,8 +26,6 @@ const WAIT_MS = 10_000;
 
 const refreshGraceKey = (id: string): string => `refresh-grace:${id}`;
 const refreshGraceLockKey = (id: string): string => `lock:refresh-grace:${id}`;
-
-const VERSION = 'v1';
 
 /** What a rotation answered, and to whom. Stored sealed under a key only the old token yields. */
 interface GraceRecord {
@@ -49,35 +49,65 @@ interface ProviderInternals {
 const WRAPPED = Symbol('refresh-grace');
 
 /** A refresh token carries 256 random bits, so HKDF needs no stretching to make it a key. */
-function recordKey(refreshToken: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', refreshToken, '', 'refresh-grace v1', 32));
+function recordKey(refreshToken: string, version: 'v1' | 'v2'): Buffer {
+  return Buffer.from(hkdfSync('sha256', refreshToken, '', `refresh-grace ${version}`, 32));
 }
 
-function sealRecord(refreshToken: string, id: string, record: GraceRecord): string {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', recordKey(refreshToken), iv);
-  cipher.setAAD(Buffer.from(id));
-  const body = Buffer.concat([cipher.update(JSON.stringify(record), 'utf8'), cipher.final()]);
-  return [
-    VERSION,
-    iv.toString('base64url'),
-    cipher.getAuthTag().toString('base64url'),
-    body.toString('base64url'),
-  ].join('.');
+/**
+ * Threat: a reader of the store takes the new tokens out of the record; a writer moves a record
+ * under another token's key. The key comes from the presented (old) refresh token, which the
+ * store holds only as a hash, and the record is bound to that hash (`ctx`): a record opens only
+ * for the token whose rotation wrote it.
+ */
+function sealing(refreshToken: string, id: string): Sealing {
+  // The key is the token's own: nothing to rotate, so the key id names where it comes from.
+  return { key: recordKey(refreshToken, 'v2'), kid: 'presented-refresh-token', type: 'refresh-grace+2', context: id };
 }
 
-function openRecord(refreshToken: string, id: string, sealed: string): GraceRecord | undefined {
-  const [version, iv, tag, body] = sealed.split('.');
-  if (version !== VERSION || !iv || !tag || !body) return undefined;
+function isGraceRecord(value: unknown): value is GraceRecord {
+  const record = value as GraceRecord | null;
+  return (
+    typeof record === 'object' &&
+    record !== null &&
+    typeof record.clientId === 'string' &&
+    typeof record.grantId === 'string' &&
+    typeof record.request === 'string' &&
+    typeof record.issuedAt === 'number' &&
+    typeof record.body === 'object' &&
+    record.body !== null
+  );
+}
+
+/**
+ * `v1.<iv>.<tag>.<ciphertext>`, the layout before the JWE, with the hash as associated data. Such
+ * a record lives one grace window (10 s) after a rotation; read so a deployment inside that
+ * window does not turn a legitimate concurrent refresh into reuse.
+ */
+function openV1(refreshToken: string, id: string, sealed: string): unknown {
+  const [, iv, tag, ciphertext, ...rest] = sealed.split('.');
+  if (!iv || !tag || !ciphertext || rest.length) return undefined;
+  const plain = openLegacyGcm(recordKey(refreshToken, 'v1'), Buffer.from(id), { iv, ciphertext, tag });
   try {
-    const decipher = createDecipheriv('aes-256-gcm', recordKey(refreshToken), Buffer.from(iv, 'base64url'));
-    decipher.setAAD(Buffer.from(id));
-    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-    const plain = Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]);
-    return JSON.parse(plain.toString('utf8')) as GraceRecord;
+    return plain && (JSON.parse(plain.toString('utf8')) as unknown);
   } catch {
     return undefined;
   }
+}
+
+/** The record a rotation of `refreshToken` left under hash `id`, if it opens. Exported for tests. */
+export async function openGraceRecord(
+  refreshToken: string,
+  id: string,
+  sealed: string | undefined,
+): Promise<GraceRecord | undefined> {
+  if (sealed === undefined) return undefined;
+  let value: unknown;
+  if (sealed.startsWith('v1.')) value = openV1(refreshToken, id, sealed);
+  else {
+    const opened = await openJson(sealing(refreshToken, id), sealed);
+    value = opened.ok ? opened.value : undefined;
+  }
+  return isGraceRecord(value) ? value : undefined;
 }
 
 function requestFingerprint(params: TokenEndpointGrantContext['oidc']['params']): string {
@@ -108,7 +138,8 @@ export interface RefreshGraceOptions {
  * - a single-flight lock (`lock:refresh-grace:<h>`): concurrent presenters wait for the first,
  *   across processes, so one rotation happens and everyone gets its result;
  * - the first presenter runs oidc-provider's handler and stores its 200 body for the window
- *   (`refresh-grace:<h>`), AES-256-GCM sealed under HKDF(presented token): a store dump without
+ *   (`refresh-grace:<h>`), sealed (JWE, `lib/crypto/sealed-json.ts`) under HKDF(presented
+ *   token): a store dump without
  *   the old refresh token yields no new one;
  * - within the window, a presenter gets that same body — same access and refresh token, no second
  *   chain — only when it authenticated as the same client, asks for the same scope and resource,
@@ -175,7 +206,7 @@ export function installRefreshGrace({
       body: ctx.body as Record<string, unknown>,
     };
     try {
-      await store.set(refreshGraceKey(id), sealRecord(presented, id, record), windowSeconds);
+      await store.set(refreshGraceKey(id), await sealJson(sealing(presented, id), record), windowSeconds);
     } catch (error) {
       // The rotation happened: its response must still reach the client. Only a concurrent
       // presenter loses (it will look like reuse), which beats losing the chain for everyone.
@@ -191,34 +222,28 @@ export function installRefreshGrace({
     // Missing or odd: oidc-provider's handler words the error.
     if (typeof presented !== 'string' || presented === '') return original(ctx);
     const id = hashId(presented);
-    const deadline = Date.now() + WAIT_MS;
-    let pause = 20;
-    for (;;) {
-      const sealed = await store.get(refreshGraceKey(id));
-      const record = sealed === undefined ? undefined : openRecord(presented, id, sealed);
-      if (record) return replay(ctx, record);
-      const owner = randomUUID();
-      if (await store.setIfAbsent(refreshGraceLockKey(id), owner, LOCK_SECONDS)) {
-        try {
+    const done = await poll(
+      async () => {
+        const record = await openGraceRecord(presented, id, await store.get(refreshGraceKey(id)));
+        if (record) return replay(ctx, record).then(() => true);
+        const locked = await withLock(store, refreshGraceLockKey(id), LOCK_SECONDS, async () => {
           // The previous holder may have stored its record between our read and our lock.
-          const late = await store.get(refreshGraceKey(id));
-          const lateRecord = late === undefined ? undefined : openRecord(presented, id, late);
-          if (lateRecord) return await replay(ctx, lateRecord);
-          return await rotate(ctx, presented, id);
-        } finally {
-          await store.deleteIfEquals(refreshGraceLockKey(id), owner).catch(() => undefined);
-        }
-      }
-      // Someone else is refreshing with this very token. When it finishes we find its record
-      // (success) or a free lock (failure: we run the handler and get the same error ourselves).
-      if (Date.now() > deadline) {
-        const busy = new errors.TemporarilyUnavailable('a refresh with this token is still in progress; retry shortly');
-        Object.assign(busy, { status: 503, statusCode: 503 });
-        ctx.set('Retry-After', '1');
-        throw busy;
-      }
-      await sleep(pause);
-      pause = Math.min(pause * 2, 250);
+          const late = await openGraceRecord(presented, id, await store.get(refreshGraceKey(id)));
+          if (late) await replay(ctx, late);
+          else await rotate(ctx, presented, id);
+        });
+        // Not acquired: someone else is refreshing with this very token. When it finishes we find
+        // its record (success) or a free lock (failure: we run the handler and get the same
+        // error ourselves).
+        return locked.acquired ? true : undefined;
+      },
+      { timeoutMs: WAIT_MS, checkFirst: true },
+    );
+    if (!done) {
+      const busy = new errors.TemporarilyUnavailable('a refresh with this token is still in progress; retry shortly');
+      Object.assign(busy, { status: 503, statusCode: 503 });
+      ctx.set('Retry-After', '1');
+      throw busy;
     }
   };
   refreshWithGrace[WRAPPED] = original;

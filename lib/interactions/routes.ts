@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { Router, type Request, type Response } from 'express';
 import type Provider from 'oidc-provider';
-import { TTL, resourceScopes } from '../auth-server/provider.ts';
+import { TTL, resourceScopes } from '../auth-server/policy.ts';
 import type { Config } from '../config/types.ts';
 import { PageError } from '../http/errors.ts';
 import { IdentityError, type IdentityClient } from '../identity/index.ts';
@@ -10,7 +10,7 @@ import { hashId } from '../store/hash.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { GrantSecret, type Vault } from '../vault/index.ts';
-import { grantSecretCookie } from '../vault/token-secret.ts';
+import { grantSecretCookie } from '../auth-server/grant-secret-cookie.ts';
 import type { Views } from '../views/index.ts';
 
 /** What we remember between the consent POST and the upstream callback (R20). */
@@ -220,7 +220,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     });
     res.append(
       'Set-Cookie',
-      grantSecretCookie(grantSecretCookieKey, {
+      await grantSecretCookie(grantSecretCookieKey, {
         path: new URL(interaction.returnTo, config.baseUrl).pathname,
         uid: interaction.uid,
         grantId,

@@ -3,7 +3,7 @@ import type Provider from 'oidc-provider';
 import { allowedBrowserOrigins } from '../auth-server/cors.ts';
 import { protectedResourceMetadataUrl } from '../auth-server/metadata.ts';
 import { clientProtocol } from '../http/forwarded.ts';
-import { resourceScopes } from '../auth-server/provider.ts';
+import { resourceScopes } from '../auth-server/policy.ts';
 import type { Config } from '../config/types.ts';
 import { IdentityError, type UpstreamCredentials } from '../identity/index.ts';
 import { hashId } from '../store/hash.ts';

@@ -1,6 +1,7 @@
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 
 import {
+  DEVICE_FLOW_UNSUPPORTED,
   GRANTABLE,
   assertTtl,
   decodeRecord,
@@ -8,11 +9,8 @@ import {
   epochSeconds,
   grantSetKey,
   idHashOf,
-  openForUserCode,
   recordKey,
-  sealForUserCode,
   uidIndexKey,
-  userCodeIndexKey,
   type StoredRecord,
 } from './redis.ts';
 import type { AdapterFactory, Store, Subscription } from './types.ts';
@@ -117,9 +115,6 @@ export function createMemoryStore(): Store {
       const grant = GRANTABLE.has(this.model) && payload.grantId ? grantSetKey(payload.grantId) : undefined;
       const indexes = new Map<string, string>();
       if (this.model === 'Session' && payload.uid) indexes.set(uidIndexKey(payload.uid), h);
-      if (payload.userCode) {
-        indexes.set(userCodeIndexKey(payload.userCode), `${h}.${sealForUserCode(payload.userCode, id)}`);
-      }
 
       unlink(key);
       put(
@@ -165,13 +160,8 @@ export function createMemoryStore(): Store {
       return record && decodeRecord(record, {});
     }
 
-    async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-      const value = getString(userCodeIndexKey(userCode));
-      if (!value) return undefined;
-      const id = openForUserCode(userCode, value.slice(value.indexOf('.') + 1));
-      if (id === undefined) return undefined;
-      const record = readRecord(recordKey(this.model, id));
-      return record && decodeRecord(record, { jti: id, userCode });
+    async findByUserCode(): Promise<AdapterPayload | undefined> {
+      throw new Error(DEVICE_FLOW_UNSUPPORTED);
     }
 
     async consume(id: string): Promise<void> {

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 
 import { Redis } from 'ioredis';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
@@ -6,6 +6,7 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { RedisConfig } from '../config/types.ts';
 import { log, redactUrl } from '../telemetry/log.ts';
 import { hashId } from './hash.ts';
+import { CONSUME, defineScript, DELETE_IF_EQUALS, DESTROY, REVOKE, UPSERT } from './redis-scripts.ts';
 import { StoreUnavailableError, type AdapterFactory, type Store, type Subscription } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -17,7 +18,6 @@ export { hashId };
 
 export const recordKey = (model: string, id: string): string => `oidc:${model}:${hashId(id)}`;
 export const uidIndexKey = (uid: string): string => `oidc:uid:${hashId(uid)}`;
-export const userCodeIndexKey = (userCode: string): string => `oidc:userCode:${hashId(userCode)}`;
 export const grantSetKey = (grantId: string): string => `oidc:grant:${hashId(grantId)}`;
 
 /** Models oidc-provider revokes together through `revokeByGrantId`. */
@@ -31,34 +31,12 @@ export const GRANTABLE = new Set([
 ]);
 
 /**
- * A DeviceCode found by user code is saved again by oidc-provider under its id, so the user-code
- * index must yield the id — yet the id is the device_code bearer secret. It is kept encrypted
- * under a key derived from the user code (HKDF, distinct from the hash that names the index key),
- * and the record itself never stores the user code. User codes are short by design (RFC 8628
- * §6.1), so this hides device codes from a reader of a dump, not from an offline brute force; the
- * proxy does not enable the device flow.
+ * The device flow (RFC 8628) is not enabled, so oidc-provider never writes a user code nor looks
+ * one up. Refused loudly rather than stored in clear or answered "not found", should someone
+ * enable it: its user-code index would need a design of its own (user codes are short enough to
+ * brute-force, and the lookup must yield the device_code, a bearer secret).
  */
-function userCodeKey(userCode: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', userCode, '', 'oidc userCode index v1', 32));
-}
-
-export function sealForUserCode(userCode: string, id: string): string {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', userCodeKey(userCode), iv);
-  const sealed = Buffer.concat([cipher.update(id, 'utf8'), cipher.final()]);
-  return Buffer.concat([iv, sealed, cipher.getAuthTag()]).toString('base64url');
-}
-
-export function openForUserCode(userCode: string, sealed: string): string | undefined {
-  try {
-    const raw = Buffer.from(sealed, 'base64url');
-    const decipher = createDecipheriv('aes-256-gcm', userCodeKey(userCode), raw.subarray(0, 12));
-    decipher.setAuthTag(raw.subarray(raw.length - 16));
-    return Buffer.concat([decipher.update(raw.subarray(12, -16)), decipher.final()]).toString();
-  } catch {
-    return undefined;
-  }
-}
+export const DEVICE_FLOW_UNSUPPORTED = 'the device flow (user codes) is not supported by this store';
 
 /**
  * What a record holds. `payload` never contains the id: oidc-provider puts the id in `jti`, which
@@ -76,14 +54,13 @@ export function encodePayload(id: string, payload: AdapterPayload): { payload: s
   const copy: AdapterPayload = { ...payload };
   const stripJti = copy.jti === id;
   if (stripJti) delete copy.jti;
-  delete copy.userCode;
+  if (copy.userCode !== undefined) throw new Error(DEVICE_FLOW_UNSUPPORTED);
   return { payload: JSON.stringify(copy), jti: stripJti };
 }
 
-export function decodeRecord(record: StoredRecord, restore: { jti?: string; userCode?: string }): AdapterPayload {
+export function decodeRecord(record: StoredRecord, restore: { jti?: string }): AdapterPayload {
   const payload = JSON.parse(record.payload) as AdapterPayload;
   if (record.jti && restore.jti !== undefined) payload.jti = restore.jti;
-  if (restore.userCode !== undefined) payload.userCode = restore.userCode;
   if (record.consumed !== undefined) payload.consumed = record.consumed;
   return payload;
 }
@@ -99,114 +76,6 @@ export const epochSeconds = (): number => Math.floor(Date.now() / 1000);
 
 /** The last path segment of a record key: the hashed id every index value starts with. */
 export const idHashOf = (key: string): string => key.slice(key.lastIndexOf(':') + 1);
-
-// ---------------------------------------------------------------------------------------------
-// Lua. Every multi-key change of the adapter runs as one script: a token revoked by grant must not
-// survive because it was written between a read of the grant set and the deletes.
-// ---------------------------------------------------------------------------------------------
-
-/**
- * Removes a record's index entries that still point at it (a newer record may have taken the uid
- * or user code since) and its membership of its grant set. Index values start with the record's
- * hashed id; hashes are base64url, so they never contain the ':' that ends the key.
- */
-const UNLINK = `
-local function unlink(record)
-  local h = string.match(record, '([^:]+)$')
-  local fields = redis.call('HMGET', record, 'indexes', 'grant')
-  if fields[1] then
-    for index in string.gmatch(fields[1], '%S+') do
-      local value = redis.call('GET', index)
-      if value and string.sub(value, 1, #h) == h then redis.call('DEL', index) end
-    end
-  end
-  if fields[2] then redis.call('SREM', fields[2], record) end
-end
-`;
-
-/**
- * KEYS: record, [grant set], index keys…  ARGV: payload, jti flag, ttl (0 = none), has grant,
- * index values… The grant set lives at least as long as its longest-lived member, or forever when
- * one member does; members whose record has expired are pruned once the set grows.
- */
-const UPSERT = `${UNLINK}
-local record = KEYS[1]
-local ttl = tonumber(ARGV[3])
-local hasGrant = ARGV[4] == '1'
-local first = hasGrant and 3 or 2
-unlink(record)
-redis.call('DEL', record)
-local fields = { 'payload', ARGV[1], 'jti', ARGV[2] }
-if #KEYS >= first then
-  local indexes = {}
-  for i = first, #KEYS do indexes[#indexes + 1] = KEYS[i] end
-  fields[#fields + 1] = 'indexes'
-  fields[#fields + 1] = table.concat(indexes, ' ')
-end
-if hasGrant then
-  fields[#fields + 1] = 'grant'
-  fields[#fields + 1] = KEYS[2]
-end
-redis.call('HSET', record, unpack(fields))
-if ttl > 0 then redis.call('EXPIRE', record, ttl) end
-for i = first, #KEYS do
-  local value = ARGV[5 + i - first]
-  if ttl > 0 then redis.call('SET', KEYS[i], value, 'EX', ttl) else redis.call('SET', KEYS[i], value) end
-end
-if hasGrant then
-  local grant = KEYS[2]
-  local remaining = redis.call('TTL', grant)
-  redis.call('SADD', grant, record)
-  if ttl == 0 then
-    redis.call('PERSIST', grant)
-  elseif remaining == -2 or (remaining >= 0 and remaining < ttl) then
-    redis.call('EXPIRE', grant, ttl)
-  end
-  if redis.call('SCARD', grant) > 64 then
-    for _, member in ipairs(redis.call('SMEMBERS', grant)) do
-      if redis.call('EXISTS', member) == 0 then redis.call('SREM', grant, member) end
-    end
-  end
-end
-return 1
-`;
-
-const DESTROY = `${UNLINK}
-unlink(KEYS[1])
-return redis.call('DEL', KEYS[1])
-`;
-
-/** Members are full record keys, so this script touches keys it was not given in KEYS; fine on a
- * single Redis (Heroku Key-Value Store), not on Redis Cluster. */
-const REVOKE = `${UNLINK}
-for _, record in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  unlink(record)
-  redis.call('DEL', record)
-end
-return redis.call('DEL', KEYS[1])
-`;
-
-/** Without the EXISTS guard an HSET on an expired record would recreate it with no TTL. */
-const CONSUME = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'consumed', ARGV[1]) end
-return 0
-`;
-
-const DELETE_IF_EQUALS = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
-type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;
-
-function defineScript(client: Redis, name: string, lua: string): Script {
-  // defineCommand sends EVALSHA and falls back to EVAL after a restart flushed the script cache.
-  client.defineCommand(name, { lua });
-  const command = (client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>)[name]!.bind(
-    client,
-  );
-  return (keys, args) => command(keys.length, ...keys, ...args);
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -340,10 +209,6 @@ export function createRedisStore(config: RedisConfig): Store {
         indexKeys.push(k(uidIndexKey(payload.uid)));
         indexValues.push(h);
       }
-      if (payload.userCode) {
-        indexKeys.push(k(userCodeIndexKey(payload.userCode)));
-        indexValues.push(`${h}.${sealForUserCode(payload.userCode, id)}`);
-      }
       await upsertScript(
         [k(record), ...(grant ? [k(grant)] : []), ...indexKeys],
         [encoded.payload, encoded.jti ? '1' : '0', expiresIn ?? 0, grant ? '1' : '0', ...indexValues],
@@ -367,14 +232,8 @@ export function createRedisStore(config: RedisConfig): Store {
       return record && decodeRecord(record, {});
     }
 
-    async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-      const value = await client.get(k(userCodeIndexKey(userCode)));
-      if (!value) return undefined;
-      const dot = value.indexOf('.');
-      const id = openForUserCode(userCode, value.slice(dot + 1));
-      if (id === undefined) return undefined;
-      const record = await readRecord(recordKey(this.model, id));
-      return record && decodeRecord(record, { jti: id, userCode });
+    async findByUserCode(): Promise<AdapterPayload | undefined> {
+      throw new Error(DEVICE_FLOW_UNSUPPORTED);
     }
 
     async consume(id: string): Promise<void> {

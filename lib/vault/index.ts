@@ -1,14 +1,13 @@
-import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { IdentityClient, UpstreamCredentials } from '../identity/index.ts';
 import { IdentityError } from '../identity/index.ts';
+import { isLocked, poll, withLock } from '../store/lock.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import type { GrantSecret } from './grant-secret.ts';
 import { open, sameToken, seal, shield, type VaultEntry } from './seal.ts';
 
 export { GrantSecret, grantSecretOf, tokenValueWith } from './grant-secret.ts';
-export { keyId, open, RECORD_VERSION, seal, type OpenFailure, type Opened, type VaultEntry } from './seal.ts';
+export { keyId, open, RECORD_TYPE, seal, type OpenFailure, type Opened, type VaultEntry } from './seal.ts';
 
 /**
  * Upstream credentials, one sealed record per grant (R22: a grant is one user × one client, so two
@@ -25,7 +24,7 @@ export interface Vault {
    */
   get(grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined>;
   /**
-   * `get`, but when the upstream access token expires within `refreshAheadSeconds` it is
+   * `get`, but when the upstream access token expires within `refreshAheadSeconds(entry)` it is
    * refreshed first. Never throws an IdentityError: when that early refresh fails the current
    * record is returned, and the MCP server's answer to it decides (a 401 leads to `refresh`).
    */
@@ -47,7 +46,7 @@ export interface VaultDeps {
   /** Root key (`KeyMaterial.vaultKey`, HKDF of OIDC_PROVIDER_JWKS). */
   key: Buffer;
   log: Logger;
-  /** Refresh before forwarding when the upstream token has at most this long left. Default 60 s. */
+  /** Upper bound of the early-refresh margin (`refreshAheadSeconds`). Default 60 s. */
   refreshAheadSeconds?: number;
   /**
    * Lifetime of the cross-process refresh lock. Default 15 s: longer than the identity client's
@@ -67,19 +66,27 @@ export function refreshLockKeyFor(grantId: string): string {
   return `lock:refresh:${grantId}`;
 }
 
+/** The early-refresh margin of upstream tokens living four minutes or more. */
+export const REFRESH_AHEAD_MAX_SECONDS = 60;
+
 /**
- * Upstream tokens with at most this long left are refreshed before they are forwarded. A cache of
- * vault entries in front of `getFresh` must not serve entries this close to expiry.
+ * Upstream tokens with at most this many seconds left are refreshed before they are forwarded,
+ * and a cache of vault entries in front of `getFresh` must not serve them this close to expiry:
+ * the smaller of `maxSeconds` and a quarter of the token's lifetime. A fixed minute would refresh
+ * a token living 15 s on every call; a quarter still leaves the refresh time to finish. Records
+ * that do not say when their token was obtained get `maxSeconds`.
  */
-export const REFRESH_AHEAD_SECONDS = 60;
+export function refreshAheadSeconds(entry: VaultEntry, maxSeconds = REFRESH_AHEAD_MAX_SECONDS): number {
+  const { expiresAt } = entry.credentials;
+  if (expiresAt === undefined || entry.obtainedAt === undefined) return maxSeconds;
+  return Math.min(maxSeconds, Math.max(0, (expiresAt - entry.obtainedAt) / 4));
+}
 
 const epoch = () => Math.floor(Date.now() / 1000);
-const POLL_FIRST_MS = 20;
-const POLL_MAX_MS = 250;
 
 export function createVault(deps: VaultDeps): Vault {
   const { store, identity, key, log } = deps;
-  const aheadSeconds = deps.refreshAheadSeconds ?? REFRESH_AHEAD_SECONDS;
+  const aheadMaxSeconds = deps.refreshAheadSeconds ?? REFRESH_AHEAD_MAX_SECONDS;
   const lockTtl = deps.lockTtlSeconds ?? 15;
   const handoffTimeoutMs = deps.handoffTimeoutMs ?? lockTtl * 1000;
   /**
@@ -96,7 +103,7 @@ export function createVault(deps: VaultDeps): Vault {
   const get = async (grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined> => {
     const sealed = await store.get(vaultKeyFor(grantId));
     if (sealed === undefined) return undefined;
-    const opened = open(key, grantId, secret, sealed);
+    const opened = await open(key, grantId, secret, sealed);
     if (opened.ok) return opened.entry;
     // Treated as absent: the user logs in again. Which case it was only matters to operators.
     if (opened.reason === 'other-key')
@@ -107,8 +114,12 @@ export function createVault(deps: VaultDeps): Vault {
 
   const save = async (grantId: string, secret: GrantSecret, entry: VaultEntry): Promise<void> => {
     const ttl = Math.max(1, entry.expiresAt - epoch());
-    await store.set(vaultKeyFor(grantId), seal(key, grantId, secret, entry), ttl);
+    await store.set(vaultKeyFor(grantId), await seal(key, grantId, secret, entry), ttl);
   };
+
+  /** Fresh credentials from a login: when they were obtained sizes their early-refresh margin. */
+  const put = (grantId: string, secret: GrantSecret, entry: VaultEntry): Promise<void> =>
+    save(grantId, secret, { obtainedAt: epoch(), ...entry });
 
   /** The record, if it can still be refreshed at all. */
   const refreshable = async (grantId: string, secret: GrantSecret): Promise<VaultEntry> => {
@@ -142,33 +153,31 @@ export function createVault(deps: VaultDeps): Vault {
     }
     // Every process serving this grant's tokens holds the same secret, so whichever one holds the
     // lock can write the record the others will read.
-    await save(grantId, secret, { ...entry, credentials });
+    await save(grantId, secret, { ...entry, credentials, obtainedAt: epoch() });
     log.info('upstream token refreshed', { grant_id: grantId });
     return shield(credentials);
   };
 
   /**
    * Waits for another process's refresh: polls the record until its token changes, the record
-   * turns terminal, the lock disappears without a new token, or time runs out. Polling rather than
-   * the Store's publish/subscribe: a message is delivered at most once, and a missed one would
-   * hold every waiter until the timeout, while a record that changes once is cheap to poll.
+   * turns terminal, the lock disappears without a new token, or time runs out.
    */
   const handoff = async (grantId: string, secret: GrantSecret, rejected: string): Promise<UpstreamCredentials> => {
-    const deadline = Date.now() + handoffTimeoutMs;
-    for (let delay = POLL_FIRST_MS; ; delay = Math.min(delay * 2, POLL_MAX_MS)) {
-      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())));
-      let entry = await refreshable(grantId, secret);
-      if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
-      if ((await store.get(refreshLockKeyFor(grantId))) === undefined) {
+    const result = await poll(
+      async () => {
+        let entry = await refreshable(grantId, secret);
+        if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
+        if (await isLocked(store, refreshLockKeyFor(grantId))) return undefined;
         // Released (or lapsed) between our two reads: one more look, as the holder writes the
         // record before it releases the lock.
         entry = await refreshable(grantId, secret);
         if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
         throw new IdentityError('IDENTITY_TRANSIENT', 'a concurrent upstream refresh did not succeed');
-      }
-      if (Date.now() >= deadline)
-        throw new IdentityError('IDENTITY_TRANSIENT', 'timed out waiting for a concurrent upstream refresh');
-    }
+      },
+      { timeoutMs: handoffTimeoutMs },
+    );
+    if (!result) throw new IdentityError('IDENTITY_TRANSIENT', 'timed out waiting for a concurrent upstream refresh');
+    return result;
   };
 
   /**
@@ -196,20 +205,13 @@ export function createVault(deps: VaultDeps): Vault {
   ): Promise<UpstreamCredentials | undefined> {
     let entry = await refreshable(grantId, secret);
     if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
-    const lock = refreshLockKeyFor(grantId);
-    const owner = randomBytes(16).toString('base64url');
-    if (await store.setIfAbsent(lock, owner, lockTtl)) {
-      try {
-        // Another process may have refreshed between our read and our lock.
-        entry = await refreshable(grantId, secret);
-        if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
-        return await refreshUpstream(grantId, secret, entry);
-      } finally {
-        // Owner-checked: a lock that lapsed and was taken by another process stays theirs. If
-        // this delete fails, the TTL frees the lock.
-        await store.deleteIfEquals(lock, owner).catch(() => undefined);
-      }
-    }
+    const locked = await withLock(store, refreshLockKeyFor(grantId), lockTtl, async () => {
+      // Another process may have refreshed between our read and our lock.
+      entry = await refreshable(grantId, secret);
+      if (!sameToken(entry.credentials.accessToken, rejected)) return entry.credentials;
+      return refreshUpstream(grantId, secret, entry);
+    });
+    if (locked.acquired) return locked.value;
     return wait ? handoff(grantId, secret, rejected) : undefined;
   }
 
@@ -229,7 +231,7 @@ export function createVault(deps: VaultDeps): Vault {
     if (!entry || !accessToken || !refreshToken || expiresAt === undefined || entry.upstreamRefusedAt !== undefined)
       return entry;
     const left = expiresAt - epoch();
-    if (left > aheadSeconds) return entry;
+    if (left > refreshAheadSeconds(entry, aheadMaxSeconds)) return entry;
     try {
       if (left <= 0) {
         // Already expired: forwarding it would only earn a 401 (and a request body too large to
@@ -257,7 +259,7 @@ export function createVault(deps: VaultDeps): Vault {
   };
 
   return {
-    put: save,
+    put,
     get,
     getFresh,
     refresh,

@@ -1,11 +1,22 @@
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
+import { openLegacyGcm } from '../crypto/legacy-gcm.ts';
+import {
+  keyIdOf,
+  openJson,
+  sealJson,
+  type Opened as OpenedJson,
+  type OpenFailure,
+  type Sealing,
+} from '../crypto/sealed-json.ts';
 import type { UpstreamCredentials } from '../identity/index.ts';
 import type { GrantSecret } from './grant-secret.ts';
 
+export type { OpenFailure } from '../crypto/sealed-json.ts';
+
 /**
- * The vault's record format. Its key needs both the server's root key (from OIDC_PROVIDER_JWKS)
- * and the grant's secret G, which only the grant's own tokens carry; the scheme is written down in
+ * The vault's record. Its key needs both the server's root key (from OIDC_PROVIDER_JWKS) and the
+ * grant's secret G, which only the grant's own tokens carry; the scheme is written down in
  * `lib/vault/README.md`.
  */
 export interface VaultEntry {
@@ -15,6 +26,12 @@ export interface VaultEntry {
   expiresAt: number;
   credentials: UpstreamCredentials;
   /**
+   * Epoch seconds at which `credentials` were obtained from the upstream (login or refresh): with
+   * `credentials.expiresAt` it gives the upstream token's lifetime, which sizes the early-refresh
+   * margin. Absent in records written before it existed.
+   */
+  obtainedAt?: number;
+  /**
    * Epoch seconds at which the upstream answered a refresh with `invalid_grant`. The record is
    * kept (its access token may still work for a few seconds) but is never refreshed again: the
    * next refresh fails as terminal without asking the upstream, and the grant is revoked.
@@ -22,45 +39,46 @@ export interface VaultEntry {
   upstreamRefusedAt?: number;
 }
 
-export const RECORD_VERSION = 'v3';
+/** `typ` of the record's JWE: the fourth record format (v3 and before were layouts of our own). */
+export const RECORD_TYPE = 'vault-record+4';
 
-/** Why a record did not open. Callers treat every reason as "absent"; operators want to know which. */
-export type OpenFailure = 'malformed' | 'other-key' | 'tampered';
 export type Opened = { ok: true; entry: VaultEntry } | { ok: false; reason: OpenFailure };
 
 const LABEL = 'mcp-auth-proxy vault';
-const B64URL = /^[A-Za-z0-9_-]+$/;
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
 
-function hkdf(root: Buffer, info: Buffer | string, length: number): Buffer {
-  return Buffer.from(hkdfSync('sha256', root, Buffer.alloc(0), info, length));
+function hkdf(ikm: Buffer, salt: Buffer, info: string, length: number): Buffer {
+  return Buffer.from(hkdfSync('sha256', ikm, salt, info, length));
 }
 
 /**
- * Public fingerprint of the root key, written into every record. It tells "sealed under a key we
- * no longer have" (OIDC_PROVIDER_JWKS rotated) apart from "altered", and reveals nothing about
- * the key: it is one more HKDF output under its own label.
+ * Public fingerprint of the root key, written into every record (`kid`). It tells "sealed under a
+ * key we no longer have" (OIDC_PROVIDER_JWKS rotated) apart from "altered", and reveals nothing
+ * about the key: it is one more HKDF output under its own label.
  */
 export function keyId(root: Buffer): string {
-  return hkdf(root, `${LABEL} key id`, 6).toString('base64url');
+  return keyIdOf(root, `${LABEL} key id`);
 }
 
 /**
  * One AES-256 key per grant, from the root key *and* the grant's secret: neither alone opens a
  * record, so Redis plus the configuration still needs a live token of the grant. Both are 32
  * uniformly random bytes of fixed length, so their concatenation is unambiguous. The grant id is
- * the salt: a record moved under another grant's key meets a different key as well as different
- * associated data, and no single key ever approaches GCM's random-IV limit.
+ * the salt: a record moved under another grant's key meets a different key as well as a
+ * different bound context, and no single key ever approaches GCM's random-IV limit.
  */
-function recordKey(root: Buffer, grantId: string, secret: GrantSecret): Buffer {
+function recordKey(root: Buffer, grantId: string, secret: GrantSecret, version: 'v3' | 'v4'): Buffer {
   const ikm = Buffer.concat([root, secret.bytes()]);
-  return Buffer.from(hkdfSync('sha256', ikm, Buffer.from(grantId), `${LABEL} record ${RECORD_VERSION}`, 32));
+  return hkdf(ikm, Buffer.from(grantId), `${LABEL} record ${version}`, 32);
 }
 
-/** Binds the ciphertext to its format version, its key and the grant it was written for. */
-function associatedData(kid: string, grantId: string): Buffer {
-  return Buffer.from(`${RECORD_VERSION}.${kid}.${grantId}`);
+/**
+ * Threat: someone who can write to Redis copies grant A's record under `vault:<B>` hoping B's
+ * tokens open it (or replays an older record of A). The grant id is bound twice: it salts the
+ * key, and it is the JWE's `ctx`, authenticated with the ciphertext. A replayed older record of
+ * the same grant does open: it holds credentials that grant was issued, nothing more.
+ */
+function sealing(root: Buffer, grantId: string, secret: GrantSecret): Sealing {
+  return { key: recordKey(root, grantId, secret, 'v4'), kid: keyId(root), type: RECORD_TYPE, context: grantId };
 }
 
 /** Plain data only: what reaches the cipher is never an object that carries the shield below. */
@@ -71,20 +89,14 @@ function plain(entry: VaultEntry): VaultEntry {
     clientId: entry.clientId,
     expiresAt: entry.expiresAt,
     credentials: { accessToken, refreshToken, expiresAt, scope, tokenType },
+    ...(entry.obtainedAt === undefined ? {} : { obtainedAt: entry.obtainedAt }),
     ...(entry.upstreamRefusedAt === undefined ? {} : { upstreamRefusedAt: entry.upstreamRefusedAt }),
   };
 }
 
-/** `v3.<kid>.<iv>.<ciphertext>.<tag>`, each part base64url. */
-export function seal(root: Buffer, grantId: string, secret: GrantSecret, entry: VaultEntry): string {
-  const kid = keyId(root);
-  const iv = randomBytes(IV_BYTES);
-  const cipher = createCipheriv('aes-256-gcm', recordKey(root, grantId, secret), iv);
-  cipher.setAAD(associatedData(kid, grantId));
-  const body = Buffer.concat([cipher.update(JSON.stringify(plain(entry)), 'utf8'), cipher.final()]);
-  return [RECORD_VERSION, kid, iv, body, cipher.getAuthTag()]
-    .map((part) => (typeof part === 'string' ? part : part.toString('base64url')))
-    .join('.');
+/** A compact JWE (`lib/crypto/sealed-json.ts`). */
+export function seal(root: Buffer, grantId: string, secret: GrantSecret, entry: VaultEntry): Promise<string> {
+  return sealJson(sealing(root, grantId, secret), plain(entry));
 }
 
 function isEntry(value: unknown): value is VaultEntry {
@@ -97,46 +109,41 @@ function isEntry(value: unknown): value is VaultEntry {
     typeof entry.expiresAt === 'number' &&
     typeof entry.credentials === 'object' &&
     entry.credentials !== null &&
-    typeof entry.credentials.accessToken === 'string'
+    typeof entry.credentials.accessToken === 'string' &&
+    (entry.obtainedAt === undefined || typeof entry.obtainedAt === 'number')
   );
 }
 
-export function open(root: Buffer, grantId: string, secret: GrantSecret, sealed: string): Opened {
+/**
+ * Format v3, `v3.<kid>.<iv>.<ciphertext>.<tag>`, written until the JWE replaced it: same key
+ * inputs under its own HKDF label, `v3.<kid>.<grantId>` as associated data. Read so that grants
+ * made before the change keep working; nothing writes it.
+ */
+function openV3(root: Buffer, grantId: string, secret: GrantSecret, sealed: string): OpenedJson {
   const parts = sealed.split('.');
-  if (parts.length !== 5 || parts[0] !== RECORD_VERSION || !parts.slice(1).every((p) => B64URL.test(p))) {
-    // Older formats (v1, and v2 keyed by the server key alone) included: they are not read, the
-    // user logs in again once.
-    return { ok: false, reason: 'malformed' };
-  }
-  const [, kid, iv, body, tag] = parts as [string, string, string, string, string];
-  // The key id is public and the comparison leaks nothing; GCM's tag check (constant-time in
-  // OpenSSL) is what authenticates the record.
+  if (parts.length !== 5) return { ok: false, reason: 'malformed' };
+  const [, kid, iv, ciphertext, tag] = parts as [string, string, string, string, string];
   if (kid !== keyId(root)) return { ok: false, reason: 'other-key' };
-  const ivBytes = Buffer.from(iv, 'base64url');
-  const tagBytes = Buffer.from(tag, 'base64url');
-  if (ivBytes.length !== IV_BYTES || tagBytes.length !== TAG_BYTES) return { ok: false, reason: 'malformed' };
-  let text: string;
+  const aad = Buffer.from(`v3.${kid}.${grantId}`);
+  const text = openLegacyGcm(recordKey(root, grantId, secret, 'v3'), aad, { iv, ciphertext, tag });
+  if (!text) return { ok: false, reason: 'tampered' };
   try {
-    const decipher = createDecipheriv('aes-256-gcm', recordKey(root, grantId, secret), ivBytes, {
-      authTagLength: TAG_BYTES,
-    });
-    decipher.setAAD(associatedData(kid, grantId));
-    decipher.setAuthTag(tagBytes);
-    text = Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
-  } catch {
-    // Altered, truncated, copied from another grant's key, or opened with a secret that is not
-    // this grant's: GCM cannot tell these apart, and none is a live token's doing.
-    return { ok: false, reason: 'tampered' };
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
+    return { ok: true, value: JSON.parse(text.toString('utf8')) as unknown };
   } catch {
     return { ok: false, reason: 'malformed' };
   }
-  if (!isEntry(value)) return { ok: false, reason: 'malformed' };
-  shield(value.credentials);
-  return { ok: true, entry: value };
+}
+
+export async function open(root: Buffer, grantId: string, secret: GrantSecret, sealed: string): Promise<Opened> {
+  // Older formats than v3 (v1, and v2 keyed by the server key alone) are not read: the user logs
+  // in again once.
+  const opened = sealed.startsWith('v3.')
+    ? openV3(root, grantId, secret, sealed)
+    : await openJson(sealing(root, grantId, secret), sealed);
+  if (!opened.ok) return opened;
+  if (!isEntry(opened.value)) return { ok: false, reason: 'malformed' };
+  shield(opened.value.credentials);
+  return { ok: true, entry: opened.value };
 }
 
 /**

@@ -1,10 +1,10 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import express, { Router, type Request, type Response } from 'express';
 import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { Logger } from '../telemetry/log.ts';
 import { currentRequest } from '../telemetry/request-context.ts';
-import { GrantSecret, grantSecretOf, tokenValueWith } from './grant-secret.ts';
+import { grantSecretOf, tokenValueWith, type GrantSecret } from '../vault/grant-secret.ts';
+import { cookieAttributes, cookieValues, GRANT_SECRET_COOKIE, openGrantSecretCookie } from './grant-secret-cookie.ts';
 
 /**
  * Every authorization code, access token and refresh token of ours carries its grant's secret G
@@ -118,91 +118,6 @@ export function bindTokensToGrantSecrets(provider: Provider, log: Logger): void 
 
 const STALE_LOGIN = 'the login could not be completed in this browser; start it again from your application';
 
-// --- Carrying G from the upstream callback to the resume endpoint ------------------------------
-
-export const GRANT_SECRET_COOKIE = '_grant_secret';
-const COOKIE_VERSION = 'v1';
-
-interface CookieContent {
-  /** base64url(G) */
-  g: string;
-  grant: string;
-  /** Epoch seconds; the cookie's Max-Age says the same to the browser. */
-  exp: number;
-}
-
-const cookieAad = (uid: string) => Buffer.from(`grant-secret-cookie ${COOKIE_VERSION}\0${uid}`);
-
-export interface GrantSecretCookie {
-  /** `Path` of the cookie: the pathname of the interaction's `returnTo` (the resume endpoint). */
-  path: string;
-  /** The interaction's uid: the cookie opens only for it. */
-  uid: string;
-  grantId: string;
-  secret: GrantSecret;
-  maxAgeSeconds: number;
-  secure: boolean;
-}
-
-function attributes(path: string, maxAge: number, secure: boolean): string {
-  return `Path=${path}; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`;
-}
-
-/**
- * The `Set-Cookie` value the upstream callback sends with its redirect to the resume endpoint.
- * AES-256-GCM under a key derived from OIDC_PROVIDER_JWKS (`KeyMaterial.grantSecretCookieKey`)
- * with the interaction's uid as associated data: the browser holds G for a moment without being
- * able to read it, an altered cookie does not open, and a cookie of another interaction does not
- * open for this one. Only the browser that logged in has it (HttpOnly, scoped to one resume path);
- * SameSite=Lax still sends it on the top-level redirect back from the identity provider.
- */
-export function grantSecretCookie(key: Buffer, cookie: GrantSecretCookie): string {
-  const maxAge = Math.max(1, Math.floor(cookie.maxAgeSeconds));
-  const content: CookieContent = {
-    g: cookie.secret.encode(),
-    grant: cookie.grantId,
-    exp: Math.floor(Date.now() / 1000) + maxAge,
-  };
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
-  cipher.setAAD(cookieAad(cookie.uid));
-  const body = Buffer.concat([cipher.update(JSON.stringify(content), 'utf8'), cipher.final()]);
-  const value = [COOKIE_VERSION, iv, body, cipher.getAuthTag()]
-    .map((part) => (typeof part === 'string' ? part : part.toString('base64url')))
-    .join('.');
-  return `${GRANT_SECRET_COOKIE}=${value}; ${attributes(cookie.path, maxAge, cookie.secure)}`;
-}
-
-function openCookie(key: Buffer, uid: string, value: string): { secret: GrantSecret; grantId: string } | undefined {
-  const [version, iv, body, tag, ...rest] = value.split('.');
-  if (version !== COOKIE_VERSION || !iv || !body || !tag || rest.length) return undefined;
-  let content: CookieContent;
-  try {
-    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'), { authTagLength: 16 });
-    decipher.setAAD(cookieAad(uid));
-    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-    const text = Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
-    content = JSON.parse(text) as CookieContent;
-  } catch {
-    return undefined;
-  }
-  const secret = typeof content.g === 'string' ? GrantSecret.decode(content.g) : undefined;
-  if (!secret || typeof content.grant !== 'string' || typeof content.exp !== 'number') return undefined;
-  if (content.exp <= Math.floor(Date.now() / 1000)) return undefined;
-  return { secret, grantId: content.grant };
-}
-
-/** Every value sent under `name` (a browser may send one name for several paths). */
-function cookieValues(header: string | undefined, name: string): string[] {
-  if (!header) return [];
-  const values: string[] = [];
-  for (const pair of header.split(';')) {
-    const eq = pair.indexOf('=');
-    if (eq !== -1 && pair.slice(0, eq).trim() === name) values.push(pair.slice(eq + 1).trim());
-  }
-  return values;
-}
-
 // --- Express: the request context oidc-provider mints in ---------------------------------------
 
 export interface GrantSecretContextOptions {
@@ -245,19 +160,20 @@ export function grantSecretContext({ paths, cookieKey, secure, log }: GrantSecre
 
   router.post(paths.token, form, (req, _res, next) => issueWith(fromTokenRequest(req.body), next));
 
-  router.get(`${paths.authorization}/:uid`, (req: Request, res: Response, next) => {
+  router.get(`${paths.authorization}/:uid`, async (req: Request, res: Response, next) => {
     const uid = String(req.params.uid);
     const path = req.originalUrl.split('?')[0]!;
     const values = cookieValues(req.headers.cookie, GRANT_SECRET_COOKIE);
     let context: Issuance = { refusal: { error: 'access_denied', description: STALE_LOGIN } };
     for (const value of values) {
-      const opened = openCookie(cookieKey, uid, value);
+      const opened = await openGrantSecretCookie(cookieKey, uid, value);
       if (opened) {
         // Cleared once the code carries G, not before: oidc-provider may answer this resume with
         // a detour and come back to it (a session of another account is ended first, through
         // end_session_confirm). A resume that ends otherwise leaves it to its Max-Age.
         const clear = () => {
-          if (!res.headersSent) res.append('Set-Cookie', `${GRANT_SECRET_COOKIE}=; ${attributes(path, 0, secure)}`);
+          if (!res.headersSent)
+            res.append('Set-Cookie', `${GRANT_SECRET_COOKIE}=; ${cookieAttributes(path, 0, secure)}`);
         };
         context = { ...opened, minted: clear };
         break;
