@@ -11,6 +11,9 @@ import type { Logger } from '../telemetry/log.ts';
 import type { Views } from '../views/index.ts';
 import { cimdConfiguration } from './cimd.ts';
 import { logRefusals } from './refusals.ts';
+import { answerStoreOutages } from './store-outage.ts';
+import { publicView } from '../http/errors.ts';
+import { StoreUnavailableError } from '../store/types.ts';
 import { clientBasedCors } from './cors.ts';
 import type { KeyMaterial } from './keys.ts';
 import { resourceScopes, TTL } from './policy.ts';
@@ -146,15 +149,19 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
       // R16: errors raised before the client and redirect URI are verified are shown here, never
       // redirected. 5xx details stay in the log (the server_error listener below writes them).
       const status = (error as { statusCode?: number }).statusCode ?? 500;
+      const outage = error instanceof StoreUnavailableError;
       ctx.type = 'html';
       ctx.set('Cache-Control', 'no-store');
       ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
       ctx.body = await views.render('error', {
         title: 'Sign-in error',
         heading: 'Sign-in could not continue',
-        message:
-          status >= 500 ? 'An unexpected error occurred.' : (out.error_description ?? 'The request was not valid.'),
-        code: out.error,
+        message: outage
+          ? publicView(error).message
+          : status >= 500
+            ? 'An unexpected error occurred.'
+            : (out.error_description ?? 'The request was not valid.'),
+        code: outage ? publicView(error).code : out.error,
       });
     },
   };
@@ -167,5 +174,6 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
   bindTokensToGrantSecrets(provider, log);
 
   logRefusals(provider, log);
+  answerStoreOutages(provider, log);
   return provider;
 }

@@ -7,7 +7,7 @@ import { PageError } from '../http/errors.ts';
 import { IdentityError, type IdentityClient } from '../identity/index.ts';
 import { createConsentRegistry } from './consent.ts';
 import { hashId } from '../store/hash.ts';
-import type { Store } from '../store/types.ts';
+import { StoreUnavailableError, type Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { GrantSecret, type Vault } from '../vault/index.ts';
 import { grantSecretCookie } from '../auth-server/grant-secret-cookie.ts';
@@ -75,7 +75,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   const details = async (req: Request, res: Response) => {
     try {
       return await provider.interactionDetails(req, res);
-    } catch {
+    } catch (error) {
+      // The store not answering says nothing about the login: 503, try again (not "expired").
+      if (error instanceof StoreUnavailableError) throw error;
       throw new PageError(
         400,
         'Login expired',

@@ -41,6 +41,8 @@ export interface OutageGuard {
    * waiting in a queue for a reconnection that may take seconds: the client is told to retry.
    */
   isDown(): boolean;
+  /** Told of every outage error, e.g. to stop sending commands to a server that stopped answering. */
+  noticed?(error: unknown): void;
 }
 
 /**
@@ -54,6 +56,7 @@ export function guardStore(store: Store, guard: OutageGuard): Store {
       return await work();
     } catch (error) {
       if (error instanceof StoreUnavailableError || !isOutage(error)) throw error;
+      guard.noticed?.(error);
       throw new StoreUnavailableError(`Redis at ${guard.where} failed ${operation}: ${(error as Error).message}`, {
         cause: error,
       });

@@ -6,7 +6,8 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { RedisConfig } from '../config/types.ts';
 import { log, redactUrl } from '../telemetry/log.ts';
 import { hashId } from './hash.ts';
-import { CONSUME, defineScript, DELETE_IF_EQUALS, DESTROY, REVOKE, UPSERT } from './redis-scripts.ts';
+import { CONSUME, defineScript, DELETE_IF_EQUALS, DESTROY, INCREMENT, REVOKE, UPSERT } from './redis-scripts.ts';
+import { guardStore } from './outage.ts';
 import { StoreUnavailableError, type AdapterFactory, type Store, type Subscription } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -92,7 +93,19 @@ function describe(error: unknown): string {
   return String(error);
 }
 
-export function createRedisStore(config: RedisConfig): Store {
+/** Bounds on waiting for Redis (R2: a 503 within seconds, never a hang). */
+const CONNECT_TIMEOUT_MS = 3_000;
+const COMMAND_TIMEOUT_MS = 2_000;
+/** How often a stalled connection is asked whether it answers again. */
+const PROBE_EVERY_MS = 250;
+
+export interface RedisStoreOptions {
+  /** Tests shorten these; production keeps the defaults above. */
+  connectTimeoutMs?: number;
+  commandTimeoutMs?: number;
+}
+
+export function createRedisStore(config: RedisConfig, options: RedisStoreOptions = {}): Store {
   const where = redactUrl(config.url);
   const prefix = config.keyPrefix;
   const k = (key: string): string => prefix + key;
@@ -100,9 +113,12 @@ export function createRedisStore(config: RedisConfig): Store {
   const client = new Redis(config.url, {
     // No I/O at construction: createApp(deps) stays pure and start-up decides when to connect.
     lazyConnect: true,
-    connectTimeout: 5_000,
-    // A request fails within a second of refused connections instead of queueing forever;
-    // the caller answers 503 and the client retries.
+    connectTimeout: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+    // A frozen server (SIGSTOP, a host swapping) keeps the socket open and answers nothing: every
+    // command, queued ones included, fails after this long instead of hanging the request.
+    commandTimeout: options.commandTimeoutMs ?? COMMAND_TIMEOUT_MS,
+    // A command queued while the connection is being re-established fails after two failed
+    // attempts (under a second of refused connections) instead of waiting for the server.
     maxRetriesPerRequest: 2,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
     // Heroku Key-Value Store serves rediss:// with a self-signed certificate.
@@ -123,11 +139,33 @@ export function createRedisStore(config: RedisConfig): Store {
     lastConnectionError = undefined;
   });
 
+  // After one command timed out the server is taken as stalled: further commands fail at once
+  // (each would otherwise wait the full timeout, and requests pile up) while a PING now and then
+  // asks whether it answers again.
+  let stalled = false;
+  const stall = () => {
+    if (stalled) return;
+    stalled = true;
+    log.warn('redis is not answering', { redis: where });
+    const probe = () => {
+      if (client.status === 'end') return;
+      client.ping().then(
+        () => {
+          stalled = false;
+          log.info('redis is answering again', { redis: where });
+        },
+        () => setTimeout(probe, PROBE_EVERY_MS).unref(),
+      );
+    };
+    probe();
+  };
+
   const upsertScript = defineScript(client, 'oidcUpsert', UPSERT);
   const destroyScript = defineScript(client, 'oidcDestroy', DESTROY);
   const revokeScript = defineScript(client, 'oidcRevoke', REVOKE);
   const consumeScript = defineScript(client, 'oidcConsume', CONSUME);
   const deleteIfEqualsScript = defineScript(client, 'deleteIfEquals', DELETE_IF_EQUALS);
+  const incrementScript = defineScript(client, 'incrementWindow', INCREMENT);
 
   // -------------------------------------------------------------------------------------------
   // Pub/sub. A connection in subscriber mode can run no other command, so subscriptions share one
@@ -249,7 +287,7 @@ export function createRedisStore(config: RedisConfig): Store {
     }
   }
 
-  return {
+  const store: Store = {
     kind: 'redis',
     Adapter: RedisAdapter satisfies AdapterFactory,
 
@@ -281,6 +319,14 @@ export function createRedisStore(config: RedisConfig): Store {
 
     async deleteIfEquals(key, value) {
       return (await deleteIfEqualsScript([k(key)], [value])) === 1;
+    },
+
+    async increment(key, by, windowMs) {
+      const [count, ttl] = (await incrementScript([k(key)], [by, Math.max(1, Math.ceil(windowMs))])) as [
+        number,
+        number,
+      ];
+      return { count, resetMs: ttl };
     },
 
     async publish(channel, message) {
@@ -339,6 +385,10 @@ export function createRedisStore(config: RedisConfig): Store {
         // here at boot rather than on the first login.
         await client.getdel(key);
         if (read !== value) throw new Error('the value read back differs from the value written');
+        // Our scripts carry flags (redis-scripts.ts) so that a full Redis refuses their writes.
+        await client.eval('#!lua flags=no-writes\nreturn 1', 0).catch((error: Error) => {
+          throw new Error(`Redis 7.0 or later is required (script flags): ${error.message}`);
+        });
       };
       try {
         await Promise.race([roundtrip(), deadline]);
@@ -375,4 +425,12 @@ export function createRedisStore(config: RedisConfig): Store {
       }
     },
   };
+
+  return guardStore(store, {
+    where,
+    isDown: () => stalled || !healthy || client.status === 'reconnecting',
+    noticed: (error) => {
+      if (error instanceof Error && error.message === 'Command timed out') stall();
+    },
+  });
 }

@@ -74,6 +74,9 @@ export const STORE_RETRY_AFTER_SECONDS = 2;
  * names the store for the operator's log; a client only sees `temporarily_unavailable`.
  */
 export class StoreUnavailableError extends HttpError {
+  /** What Koa and oidc-provider read as the answer's status. */
+  readonly statusCode = 503;
+
   constructor(message: string, options?: { cause?: unknown }) {
     super({
       status: 503,

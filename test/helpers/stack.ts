@@ -99,6 +99,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     IDENTITY_CLIENT_SECRET: idp.clientSecret,
     IDENTITY_SCOPE: 'openid profile offline_access',
     OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+    // Tests log in many times a minute from one address; test/rate-limit.test.ts sets its own.
+    MAX_REQUESTS: '100000',
     ...(options.redis === false
       ? {}
       : { MCP_AUTH_PROXY_REDIS_URL: process.env.TEST_REDIS_URL, MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix }),
