@@ -10,6 +10,7 @@ import type { Config } from './config/types.ts';
 import { errorHandler, logError, rejectUndecodablePath } from './http/error-handler.ts';
 import { HttpsRequired, jsonBody } from './http/errors.ts';
 import { clientProtocol } from './http/forwarded.ts';
+import { homeRoutes } from './http/home.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { limitByAddress } from './rate-limit/ip.ts';
@@ -116,6 +117,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps))
   app.use(rejectUndecodablePath);
   app.use(corsRoutes(config));
   app.use(metadataRoutes(config));
+  app.use(homeRoutes(deps));
   app.use(limitByAddress({ store: deps.store, config: config.rateLimit, log }));
   app.use(
     interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey, grantSecretCookieKey: deps.keys.grantSecretCookieKey }),

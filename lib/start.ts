@@ -3,16 +3,17 @@ import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import { createWeb } from './app.ts';
 import { deleteVaultOnGrantRevoked } from './auth-server/grant-events.ts';
-import { deriveKeyMaterial, ephemeralJwks } from './auth-server/keys.ts';
+import { deriveKeyMaterial } from './auth-server/keys.ts';
 import { createProvider } from './auth-server/provider.ts';
 import { loadConfig } from './config/index.ts';
 import type { Config, IdentityConfig } from './config/types.ts';
 import { createIdentityClient } from './identity/index.ts';
 import { startMcpServer, type McpServerExit, type McpServerProcess } from './mcp-server/process.ts';
+import { developmentJwks, devStoreFile } from './store/dev-file.ts';
 import { createStore } from './store/index.ts';
 import { log, redactUrl } from './telemetry/log.ts';
 import { createVault } from './vault/index.ts';
-import { createViews } from './views/index.ts';
+import { brandOf, createViews } from './views/index.ts';
 
 export interface RunningProxy {
   readonly config: Config;
@@ -43,7 +44,7 @@ export async function start(
   };
 
   try {
-    const store = createStore(config.redis);
+    const store = createStore(config.redis, { file: devStoreFile(config) });
     cleanups.push(() => store.close());
     try {
       await store.check();
@@ -52,7 +53,7 @@ export async function start(
     }
     log.info('store ready', { store: store.kind, url: config.redis ? redactUrl(config.redis.url) : undefined });
 
-    const keys = deriveKeyMaterial(config.provider.jwks ?? (await ephemeralJwks()));
+    const keys = deriveKeyMaterial(config.provider.jwks ?? (await developmentJwks(store)));
     const redirectUri = `${config.baseUrl}${config.callbackPath}`;
 
     let identityConfig: IdentityConfig;
@@ -101,7 +102,7 @@ export async function start(
       cleanups.push(() => child.stop());
     }
 
-    const views = createViews(config.provider.viewsPath);
+    const views = createViews(config.provider.viewsPath, brandOf(config));
     const provider = createProvider({ config, store, keys, views, log });
     const vault = createVault({ store, identity, key: keys.vaultKey, log });
     deleteVaultOnGrantRevoked(provider, vault, log);

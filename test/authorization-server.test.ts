@@ -113,7 +113,7 @@ describe('authorization server', function () {
       const url = new URL(authorizeUrl({ client_id: webClient, redirect_uri: '' }));
       url.searchParams.delete('redirect_uri');
       const page = await createBrowser().follow(url.href);
-      expect(page.body).to.contain('Confirm login');
+      expect(page.body).to.contain('Allow and sign in');
       expect(page.body).to.contain('client.example');
     });
 

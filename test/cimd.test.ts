@@ -45,7 +45,7 @@ async function expectRefusedAsPage(baseUrl: string, clientId: string, redirectUr
   expect(page.location, 'no redirect').to.equal(null);
   expect(page.status).to.equal(400);
   expect(page.body).to.match(description);
-  expect(page.body).to.not.contain('Confirm login');
+  expect(page.body).to.not.contain('Allow and sign in');
 }
 
 async function withLogs<T>(fn: () => Promise<T>): Promise<{ result: T; lines: string[] }> {

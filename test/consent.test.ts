@@ -34,7 +34,7 @@ interface Login {
 }
 
 const isRedirect = (page: Page) => [301, 302, 303, 307, 308].includes(page.status) && page.location !== undefined;
-const isConsentPage = (page: Page) => page.status === 200 && page.body.includes('<h1>Confirm login</h1>');
+const isConsentPage = (page: Page) => page.status === 200 && page.body.includes('Allow and sign in');
 
 describe('consent (R19) and the consent page', function () {
   let stack: Stack;
@@ -297,14 +297,29 @@ describe('consent (R19) and the consent page', function () {
       expect(page.headers.get('cache-control')).to.equal('no-store');
     });
 
-    it('names the client, the redirect host and the upstream scopes, HTML-escaped', async function () {
+    it('names the client, the service, the redirect host and the identity provider, HTML-escaped', async function () {
       const client = await register({ client_name: '<script>alert(1)</script>' });
       const { page } = await consentPage(client);
-      expect(page.body).to.contain('&lt;script&gt;alert(1)&lt;/script&gt;');
+      const name = '&lt;script&gt;alert(1)&lt;/script&gt;';
+      const service = new URL(stack.mcpUrl).host;
+      expect(page.body).to.contain(`<h1>Allow ${name} to use ${service}?</h1>`);
+      expect(page.body).to.contain(`<title>Allow ${name}? · ${service}</title>`);
       expect(page.body).to.not.contain('<script>alert(1)');
-      expect(page.body).to.contain(client.clientId);
-      expect(page.body).to.contain('127.0.0.1:33418');
-      expect(page.body).to.contain('openid profile offline_access');
+      expect(page.body).to.not.contain('Confirm login');
+      expect(page.body).to.contain('an application on this computer (127.0.0.1:33418)');
+      expect(page.body).to.contain('<dd>the development identity provider</dd>');
+      // What the client may do, in words; the upstream scope is the IdP's vocabulary, not the user's.
+      expect(page.body).to.contain(`Use the tools and data of ${service} as you`);
+      expect(page.body).to.contain('Stay connected for up to 30 days');
+      expect(page.body).to.not.contain('openid profile offline_access');
+    });
+
+    it('says where a client without refresh tokens stands, and names an app by its scheme', async function () {
+      const client = await register({ grant_types: ['authorization_code'] });
+      const page = await createBrowser().follow(authorization(client, SCHEME_REDIRECT).url);
+      expect(isConsentPage(page), `${page.status} at ${page.url}`).to.equal(true);
+      expect(page.body).to.contain('Stay connected for about an hour');
+      expect(page.body).to.contain('<dd>the cursor app</dd>');
     });
 
     it('refuses a consent form posted without its CSRF token (403)', async function () {
@@ -314,7 +329,8 @@ describe('consent (R19) and the consent page', function () {
         const res = await browser.post(form.action, []);
         expect(res.status, form.action).to.equal(403);
         expect(res.location).to.equal(undefined);
-        expect(res.body).to.contain('Request not accepted');
+        expect(res.body).to.contain('This form was not accepted');
+        expect(res.body).to.contain('<code>csrf_mismatch</code>');
       }
       // A wrong token of the right length is no better.
       const csrf = new Map(confirm!.fields).get('csrf')!;

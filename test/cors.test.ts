@@ -347,7 +347,7 @@ describe('CORS for browser-based MCP clients (MCP Inspector)', function () {
       const url = authorizationUrl(stack.baseUrl, clientId, INSPECTOR_CALLBACK);
       const browser = createBrowser();
       const consent = await browser.follow(url);
-      expect(consent.body, 'reached the consent page').to.contain('Confirm login');
+      expect(consent.body, 'reached the consent page').to.contain('Allow and sign in');
       const interactionPath = new URL(consent.url).pathname;
       expect(interactionPath).to.match(/^\/interaction\//);
 

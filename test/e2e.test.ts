@@ -183,7 +183,7 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
       };
       const browser = createBrowser();
       const page = await browser.follow(authorizationUrl(stack.baseUrl, client_id, oauth.redirectUrl));
-      expect(page.body).to.contain('Confirm login');
+      expect(page.body).to.contain('Allow and sign in');
       expect(
         (await pendingKeys()).filter((key) => !existing.has(key)),
         'no state before consent',
@@ -232,7 +232,7 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
     const url = authorizationUrl(stack.baseUrl, client_id, oauth.redirectUrl);
     const page = await createBrowser().follow(url);
     expect(page.status).to.equal(200);
-    expect(page.body).to.contain('Confirm login');
+    expect(page.body).to.contain('Allow and sign in');
   });
 });
 
@@ -304,7 +304,7 @@ describe('OIDC_PROVIDER_VIEWS_PATH', function () {
       const page = await createBrowser().follow(authorizationUrl(stack.baseUrl, client_id, oauth.redirectUrl));
       expect(page.status).to.equal(200);
       expect(page.body).to.contain('class="acme-brand"');
-      expect(page.body).to.contain('Confirm login');
+      expect(page.body).to.contain('Allow and sign in');
       expect(page.headers.get('content-security-policy')).to.contain("frame-ancestors 'none'");
     } finally {
       await stack.close();

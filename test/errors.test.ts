@@ -10,10 +10,10 @@ import {
   ServerError,
   toHttpError,
   UndecodablePath,
-  UpstreamLoginFailed,
 } from '../lib/http/errors.ts';
 import { OutboundFetchRefused } from '../lib/http/outbound.ts';
 import { IdentityError } from '../lib/identity/index.ts';
+import { LoginPageError } from '../lib/interactions/pages.ts';
 
 /** What of an error a client or user may see is decided in publicView, and only there. */
 describe('errors: one base class, one place deciding what is shown', function () {
@@ -41,8 +41,9 @@ describe('errors: one base class, one place deciding what is shown', function ()
   it('upstream failures hide their details behind their status', function () {
     const identity = new IdentityError('IDENTITY_TRANSIENT', 'upstream refresh failed: https://idp.internal/token 500');
     expect(identity.code).to.equal('IDENTITY_TRANSIENT');
+    // A 503 says "retry" in RFC 6749's word for it (§4.1.2.1), and nothing about why.
     expect(jsonBody(identity)).to.deep.equal({
-      error: 'server_error',
+      error: 'temporarily_unavailable',
       error_description: 'The service is temporarily unavailable. Please try again shortly.',
     });
     const refused = new OutboundFetchRefused('metadata.test resolves to 169.254.169.254');
@@ -60,12 +61,12 @@ describe('errors: one base class, one place deciding what is shown', function ()
   });
 
   it('pages written for the user are shown as written, a 502 included', function () {
-    const error = new UpstreamLoginFailed('unavailable');
+    const error = new LoginPageError('upstream_unavailable');
     expect(publicView(error)).to.deep.equal({
       status: 502,
       code: 'upstream_unavailable',
-      heading: 'Identity provider unavailable',
-      message: 'The identity provider could not be reached. Please try again shortly.',
+      heading: 'The identity provider is unavailable',
+      message: 'The identity provider could not be reached to finish your sign-in.',
     });
     expect(publicView(new PageError(403, 'No', 'Not you.', 'csrf_mismatch')).message).to.equal('Not you.');
   });

@@ -192,7 +192,7 @@ describe('R23: no token, code, secret or cookie reaches a log line', function ()
     const consent = await browser.follow(authorizationUrl(baseUrl, clientId, oauth.redirectUrl, pkce().challenge), {
       stopAt: atIdp,
     });
-    expect(consent.body, 'consent page').to.contain('Confirm login');
+    expect(consent.body, 'consent page').to.contain('Allow and sign in');
     const toIdp = await browser.submitForm(consent.body, consent.url, {}, { stopAt: atIdp });
     const upstreamRequest = new URL(toIdp.location!);
     const state = upstreamRequest.searchParams.get('state');

@@ -120,7 +120,7 @@ describe('vault records open only with the server key and a live token of their 
   async function browse(browser: Browser, url: string, user: string, stopAt: (url: string) => boolean): Promise<Page> {
     let page = await browser.follow(url, { stopAt });
     for (let step = 0; step < 3 && !(page.location && stopAt(page.location)); step++) {
-      const consent = page.body.includes('Confirm login');
+      const consent = page.body.includes('Allow and sign in');
       page = await browser.submitForm(page.body, page.url, consent ? {} : { login: user }, { stopAt });
     }
     if (!page.location || !stopAt(page.location)) throw new Error(`login stopped at ${page.status} ${page.url}`);

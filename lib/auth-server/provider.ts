@@ -7,7 +7,8 @@ import Provider, {
 } from 'oidc-provider';
 import type { Config } from '../config/types.ts';
 import type { Store } from '../store/types.ts';
-import type { Logger } from '../telemetry/log.ts';
+import { loginErrorText } from '../interactions/pages.ts';
+import { currentRequestId, type Logger } from '../telemetry/log.ts';
 import type { Views } from '../views/index.ts';
 import { cimdConfiguration } from './cimd.ts';
 import { logRefusals } from './refusals.ts';
@@ -151,17 +152,24 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
       const status = (error as { statusCode?: number }).statusCode ?? 500;
       const outage = error instanceof StoreUnavailableError;
       ctx.type = 'html';
-      ctx.set('Cache-Control', 'no-store');
-      ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
+      ctx.set(views.headers);
+      // A client the store no longer knows (a development restart, an expired registration) can
+      // only be fixed in the client: the page says so instead of a bare `invalid_client`.
+      const unknownClient = (error as { error_detail?: string }).error_detail === 'client not found';
+      const known = unknownClient ? loginErrorText('invalid_client') : undefined;
       ctx.body = await views.render('error', {
-        title: 'Sign-in error',
-        heading: 'Sign-in could not continue',
-        message: outage
-          ? publicView(error).message
-          : status >= 500
-            ? 'An unexpected error occurred.'
-            : (out.error_description ?? 'The request was not valid.'),
+        title: known?.heading ?? 'Sign-in error',
+        heading: known?.heading ?? 'Sign-in could not continue',
+        message:
+          known?.message ??
+          (outage
+            ? publicView(error).message
+            : status >= 500
+              ? 'An unexpected error occurred.'
+              : (out.error_description ?? 'The request was not valid.')),
+        next: known?.next ?? 'Go back to the application you were connecting and try again.',
         code: outage ? publicView(error).code : out.error,
+        requestId: currentRequestId(),
       });
     },
   };

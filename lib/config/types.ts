@@ -135,8 +135,8 @@ export interface RateLimitConfig {
 }
 
 export interface BrandingConfig {
-  /** Page title of the login pages; absent → the views' own default. */
+  /** BRANDING_TITLE: the service's name on every page. Absent → the MCP URL's host. */
   readonly title: string | undefined;
-  /** An https URL (http only on loopback in development); absent → no favicon link. */
+  /** BRANDING_FAVICON: https URL of the pages' icon (http on loopback in development). Absent → the built-in icon. */
   readonly faviconUrl: string | undefined;
 }

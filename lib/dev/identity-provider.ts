@@ -8,6 +8,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import Provider, { type Adapter, type AdapterPayload, type Configuration, type Interaction } from 'oidc-provider';
 
 import { log } from '../telemetry/log.ts';
+import { escapeHtml, expiredPage, loginPage, page, sendPage } from './identity-provider-pages.ts';
 
 /**
  * An embedded upstream identity provider for local development (`npm start` without an
@@ -293,7 +294,7 @@ function mountInteractions(app: express.Express, provider: Provider, autoLogin: 
   app.get('/interaction/:uid', async (req, res) => {
     const details = await provider.interactionDetails(req, res);
     if (details.uid !== req.params.uid) {
-      res.status(400).type('html').send(page('Sign in', '<p>This sign-in attempt has expired.</p>'));
+      sendPage(res, 400, expiredPage());
       return;
     }
     if (details.prompt.name === 'login') {
@@ -301,7 +302,7 @@ function mountInteractions(app: express.Express, provider: Provider, autoLogin: 
         await finish(provider, req, res, details, autoLogin, true);
         return;
       }
-      res.type('html').send(loginPage(details.uid, 'dev-user'));
+      sendPage(res, 200, loginPage(details.uid, 'dev-user'));
       return;
     }
     // A remembered session reaches here with only consent missing.
@@ -315,7 +316,7 @@ function mountInteractions(app: express.Express, provider: Provider, autoLogin: 
   app.post('/interaction/:uid/login', form, async (req, res) => {
     const details = await provider.interactionDetails(req, res);
     if (details.uid !== req.params.uid || details.prompt.name !== 'login') {
-      res.status(400).type('html').send(page('Sign in', '<p>This sign-in attempt has expired.</p>'));
+      sendPage(res, 400, expiredPage());
       return;
     }
     const body: unknown = req.body;
@@ -324,10 +325,7 @@ function mountInteractions(app: express.Express, provider: Provider, autoLogin: 
         ? body.login.trim()
         : '';
     if (login === '' || login.length > 200) {
-      res
-        .status(400)
-        .type('html')
-        .send(loginPage(details.uid, login.slice(0, 200), 'Enter a user name.'));
+      sendPage(res, 400, loginPage(details.uid, login.slice(0, 200), 'Enter a user name.'));
       return;
     }
     await finish(provider, req, res, details, login, true);
@@ -339,14 +337,11 @@ function mountInteractions(app: express.Express, provider: Provider, autoLogin: 
     if (res.headersSent) return next(err);
     const name = err instanceof Error ? err.name : 'Error';
     if (name === 'SessionNotFound' || name === 'InvalidRequest') {
-      res
-        .status(400)
-        .type('html')
-        .send(page('Sign in', '<p>This sign-in attempt has expired. Start again from the application.</p>'));
+      sendPage(res, 400, expiredPage());
       return;
     }
     log.error('development identity provider interaction failed', { error: err });
-    res.status(500).type('html').send(page('Sign in', '<p>Something went wrong.</p>'));
+    sendPage(res, 500, page('Sign-in error', '<h1>Something went wrong</h1><p>The error is in the log.</p>'));
   });
 }
 
@@ -411,38 +406,6 @@ async function closeServer(server: Server): Promise<void> {
   // Keep-alive connections from fetch would otherwise hold close() open for seconds.
   server.closeAllConnections();
   await closed;
-}
-
-function loginPage(uid: string, login: string, error?: string): string {
-  return page(
-    'Sign in',
-    `<h1>Development sign-in</h1>
-<p>Any user name is accepted. This identity provider exists for local development only.</p>
-${error ? `<p role="alert">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="/interaction/${encodeURIComponent(uid)}/login">
-  <label>User name <input type="text" name="login" value="${escapeHtml(login)}" autofocus required></label>
-  <button type="submit">Sign in</button>
-</form>`,
-  );
-}
-
-function page(title: string, body: string): string {
-  return `<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>${escapeHtml(title)}</title></head>
-<body>
-${body}
-</body>
-</html>`;
-}
-
-function escapeHtml(text: string): string {
-  return text
-    .replaceAll('&', '&amp;')
-    .replaceAll('<', '&lt;')
-    .replaceAll('>', '&gt;')
-    .replaceAll('"', '&quot;')
-    .replaceAll("'", '&#39;');
 }
 
 interface Entry {

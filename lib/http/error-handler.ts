@@ -20,6 +20,7 @@ export async function sendErrorPage(views: Views, res: Response, error: HttpErro
     title: view.heading,
     heading: view.heading,
     message: view.message,
+    next: error.expose && 'next' in error ? error.next : undefined,
     code: view.code,
     requestId: currentRequestId(),
   });

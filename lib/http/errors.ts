@@ -100,94 +100,9 @@ export class ServerError extends HttpError {
   }
 }
 
-// Pages of the login (lib/interactions): written for the person in the browser, so shown as they
-// are, 502 included (they say which party failed, never how).
-
-function page(status: number, code: string, heading: string, message: string): HttpErrorOptions {
-  return { status, code, heading, message, expose: true };
-}
-
-/** The interaction cookie or record is gone: expired, or another browser. */
-export class InteractionExpired extends HttpError {
-  constructor(
-    message = 'This login link has expired or was opened in a different browser. Start the login again from your application.',
-  ) {
-    super(page(400, 'interaction_not_found', 'Login expired', message));
-  }
-}
-
-/** R19: a consent form not carrying this interaction's CSRF token. */
-export class CsrfMismatch extends HttpError {
-  constructor() {
-    super(
-      page(
-        403,
-        'csrf_mismatch',
-        'Request not accepted',
-        'This form was not submitted from the login page. Start the login again from your application.',
-      ),
-    );
-  }
-}
-
-/** R20: the upstream callback without a state we issued (missing, unknown, expired or used). */
-export class UpstreamStateInvalid extends HttpError {
-  constructor(missing: boolean) {
-    super(
-      missing
-        ? page(
-            400,
-            'state_missing',
-            'Login not accepted',
-            'The identity provider sent no state parameter, so this login cannot be trusted.',
-          )
-        : page(
-            400,
-            'state_mismatch',
-            'Login not accepted',
-            'This login is unknown, expired or was already used. Start the login again from your application.',
-          ),
-    );
-  }
-}
-
-/** The authorization request names a client that is not registered. */
-export class UnknownClient extends HttpError {
-  constructor() {
-    super(page(400, 'invalid_client', 'Unknown application', 'The application that sent you here is not registered.'));
-  }
-}
-
-/** The identity provider refused the login, answered without saying who logged in, or was unreachable. */
-export class UpstreamLoginFailed extends HttpError {
-  constructor(reason: 'rejected' | 'no_account_id' | 'unavailable', cause?: unknown) {
-    const options = {
-      rejected: page(
-        400,
-        'upstream_rejected',
-        'Login failed',
-        'The identity provider did not accept this login. Start the login again from your application.',
-      ),
-      no_account_id: page(
-        502,
-        'no_account_id',
-        'Login failed',
-        'The identity provider did not say who you are, so you cannot be logged in.',
-      ),
-      unavailable: page(
-        502,
-        'upstream_unavailable',
-        'Identity provider unavailable',
-        'The identity provider could not be reached. Please try again shortly.',
-      ),
-    }[reason];
-    super({ ...options, cause });
-  }
-}
-
 /**
  * A page written for the person in the browser: its message is always shown, 502 included (it
- * says which party failed, never how). Kept for lib/interactions until it uses the named page errors above.
+ * says which party failed, never how). lib/interactions/pages.ts names the login's pages on it.
  */
 export class PageError extends HttpError {
   constructor(status: number, heading: string, message: string, code = 'invalid_request') {

@@ -3,9 +3,9 @@ import express, { Router, type Request, type Response } from 'express';
 import type Provider from 'oidc-provider';
 import { TTL, resourceScopes } from '../auth-server/policy.ts';
 import type { Config } from '../config/types.ts';
-import { PageError } from '../http/errors.ts';
 import { IdentityError, type IdentityClient } from '../identity/index.ts';
 import { createConsentRegistry } from './consent.ts';
+import { abilitiesOf, describeRedirect, identityProviderName, loginError } from './pages.ts';
 import { hashId } from '../store/hash.ts';
 import { StoreUnavailableError, type Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
@@ -44,12 +44,6 @@ export interface InteractionDeps {
 
 const epoch = (): number => Math.floor(Date.now() / 1000);
 
-function describeRedirect(redirectUri: unknown): string {
-  const url = typeof redirectUri === 'string' ? URL.parse(redirectUri) : null;
-  if (!url) return 'an unknown address';
-  return url.protocol === 'http:' || url.protocol === 'https:' ? url.host : `${url.protocol}//${url.host}`;
-}
-
 export function interactionRoutes(deps: InteractionDeps): Router {
   const { config, provider, identity, store, vault, views, csrfKey, grantSecretCookieKey, log } = deps;
   const router = Router();
@@ -63,12 +57,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const sent = Buffer.from(typeof req.body?.csrf === 'string' ? req.body.csrf : '');
     const expected = Buffer.from(csrfFor(uid));
     if (sent.length !== expected.length || !timingSafeEqual(sent, expected)) {
-      throw new PageError(
-        403,
-        'Request not accepted',
-        'This form was not submitted from the login page. Start the login again from your application.',
-        'csrf_mismatch',
-      );
+      throw loginError('csrf_mismatch');
     }
   };
 
@@ -78,12 +67,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     } catch (error) {
       // The store not answering says nothing about the login: 503, try again (not "expired").
       if (error instanceof StoreUnavailableError) throw error;
-      throw new PageError(
-        400,
-        'Login expired',
-        'This login link has expired or was opened in a different browser. Start the login again from your application.',
-        'interaction_not_found',
-      );
+      throw loginError('interaction_not_found');
     }
   };
 
@@ -107,31 +91,16 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   router.get(config.callbackPath, async (req, res) => {
     const state = typeof req.query.state === 'string' ? req.query.state : '';
     if (!state) {
-      throw new PageError(
-        400,
-        'Login not accepted',
-        'The identity provider sent no state parameter, so this login cannot be trusted.',
-        'state_missing',
-      );
+      throw loginError('state_missing');
     }
     const raw = await store.take(pendingLoginKey(state));
     if (!raw) {
-      throw new PageError(
-        400,
-        'Login not accepted',
-        'This login is unknown, expired or was already used. Start the login again from your application.',
-        'state_mismatch',
-      );
+      throw loginError('state_mismatch');
     }
     const pending = JSON.parse(raw) as PendingLogin;
     const interaction = await provider.Interaction.find(pending.uid);
     if (!interaction) {
-      throw new PageError(
-        400,
-        'Login expired',
-        'This login took too long. Start the login again from your application.',
-        'interaction_not_found',
-      );
+      throw loginError('interaction_not_found');
     }
     const finish = async (result: Record<string, unknown>) => {
       interaction.result = result;
@@ -158,27 +127,12 @@ export function interactionRoutes(deps: InteractionDeps): Router {
         error: error instanceof Error ? error.message : String(error),
       });
       if (code === 'IDENTITY_NO_ACCOUNT_ID') {
-        throw new PageError(
-          502,
-          'Login failed',
-          'The identity provider did not say who you are, so you cannot be logged in.',
-          'no_account_id',
-        );
+        throw loginError('no_account_id');
       }
       if (code === 'IDENTITY_TRANSIENT') {
-        throw new PageError(
-          502,
-          'Identity provider unavailable',
-          'The identity provider could not be reached. Please try again shortly.',
-          'upstream_unavailable',
-        );
+        throw loginError('upstream_unavailable');
       }
-      throw new PageError(
-        400,
-        'Login failed',
-        'The identity provider did not accept this login. Start the login again from your application.',
-        'upstream_rejected',
-      );
+      throw loginError('upstream_rejected');
     }
 
     const clientId = String(interaction.params.client_id);
@@ -238,13 +192,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   router.get('/interaction/:uid', async (req, res) => {
     const interaction = await details(req, res);
     const client = await provider.Client.find(String(interaction.params.client_id));
-    if (!client)
-      throw new PageError(
-        400,
-        'Unknown application',
-        'The application that sent you here is not registered.',
-        'invalid_client',
-      );
+    if (!client) throw loginError('invalid_client');
     // R19: the page is skipped only for a browser whose session already belongs to an account
     // that consented to this client sending its login to this very redirect URI. A new browser,
     // a new client, a new redirect URI and `prompt=consent` all see it.
@@ -262,17 +210,27 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       await startUpstreamLogin(res, interaction.uid, accountId);
       return;
     }
+    const clientName = client.clientName ?? client.clientId;
+    const redirectUri = String(interaction.params.redirect_uri);
     await views.send(res, 200, 'confirm-login', {
-      title: 'Confirm login',
-      clientName: client.clientName ?? client.clientId,
+      title: `Allow ${clientName}?`,
+      clientName,
       clientId: client.clientId,
-      redirectHost: describeRedirect(interaction.params.redirect_uri),
+      redirectHost: describeRedirect(redirectUri),
       resource: config.mcp.resourceUrl,
+      identityName: identityProviderName(identity.issuer),
       identityIssuer: identity.issuer,
-      upstreamScope: identity.scope,
+      abilities: abilitiesOf({
+        service: views.brand.name,
+        refreshTokens: client.grantTypeAllowed('refresh_token'),
+        refreshDays: Math.round(TTL.RefreshToken / 86_400),
+      }),
       csrf: csrfFor(interaction.uid),
       confirmAction: `/interaction/${interaction.uid}/confirm`,
       abortAction: `/interaction/${interaction.uid}/abort`,
+      // The names the Heroku auth proxy's confirm-login.ejs reads, for owners who replaced it.
+      uid: interaction.uid,
+      client: { clientName, clientUri: client.clientUri, redirectUris: [redirectUri] },
     });
   });
 

@@ -1,5 +1,5 @@
 import type { RedisConfig } from '../config/types.ts';
-import { createMemoryStore } from './memory.ts';
+import { createMemoryStore, type MemoryStoreOptions } from './memory.ts';
 import { createRedisStore } from './redis.ts';
 import type { Store } from './types.ts';
 
@@ -13,6 +13,6 @@ export { StoreUnavailableError, type AdapterFactory, type Store } from './types.
  * development) is decided where the configuration is validated, not here. Neither store connects
  * here: `check()` at start-up does.
  */
-export function createStore(redis: RedisConfig | undefined): Store {
-  return redis ? createRedisStore(redis) : createMemoryStore();
+export function createStore(redis: RedisConfig | undefined, memory: MemoryStoreOptions = {}): Store {
+  return redis ? createRedisStore(redis) : createMemoryStore(memory);
 }

@@ -1,3 +1,4 @@
+import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 
 import {
@@ -17,8 +18,8 @@ import type { AdapterFactory, Store, Subscription } from './types.ts';
 import { log } from '../telemetry/log.ts';
 
 /**
- * Development only: one process, lost on restart, so sessions and grants do not survive a deploy
- * and two dynos would not share them. It mirrors the Redis store key for key — same hashed ids,
+ * Development only: one process, so two dynos would not share it. Lost on restart unless given a
+ * `file` (lib/store/dev-file.ts), where it is kept between runs of `npm start`. It mirrors the Redis store key for key — same hashed ids,
  * same index and grant-set semantics — so the contract suite proves behaviour, not luck. Every
  * operation is synchronous inside one call, which is what makes it as atomic as the Lua scripts.
  */
@@ -36,8 +37,18 @@ interface Entry {
 /** Expired entries are dropped when read; a sweep every so many writes bounds what is never read. */
 const SWEEP_EVERY_WRITES = 1_000;
 
-export function createMemoryStore(): Store {
-  const entries = new Map<string, Entry>();
+export interface MemoryStoreOptions {
+  /**
+   * Keep the entries in this file between runs: loaded now, rewritten shortly after each change
+   * and at close. Development only — it holds sessions, grants and sealed upstream tokens.
+   */
+  file?: string;
+}
+
+export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
+  const file = options.file ? new SnapshotFile(options.file) : undefined;
+  // Every change goes through set/delete (or consume, below), so one hook sees them all.
+  const entries = new ChangeTrackingMap<string, Entry>(file?.load() ?? [], () => file?.scheduleSave(entries));
   const channels = new Map<string, Set<(message: string) => void>>();
   let writes = 0;
 
@@ -167,6 +178,7 @@ export function createMemoryStore(): Store {
     async consume(id: string): Promise<void> {
       const record = getRecord(recordKey(this.model, id));
       if (record) record.consumed = epochSeconds();
+      file?.scheduleSave(entries);
     }
 
     async destroy(id: string): Promise<void> {
@@ -264,8 +276,106 @@ export function createMemoryStore(): Store {
     async check() {},
 
     async close() {
+      file?.saveNow(entries);
       entries.clear();
       channels.clear();
     },
   };
+}
+
+class ChangeTrackingMap<K, V> extends Map<K, V> {
+  #onChange: (() => void) | undefined;
+  constructor(initial: Iterable<readonly [K, V]>, onChange: () => void) {
+    super();
+    for (const [key, value] of initial) super.set(key, value);
+    this.#onChange = onChange;
+  }
+  override set(key: K, value: V): this {
+    super.set(key, value);
+    this.#onChange?.();
+    return this;
+  }
+  override delete(key: K): boolean {
+    const deleted = super.delete(key);
+    if (deleted) this.#onChange?.();
+    return deleted;
+  }
+}
+
+type SavedValue = { string: string } | { record: MemoryRecord } | { set: string[] };
+interface Snapshot {
+  version: 1;
+  entries: Array<[key: string, value: SavedValue, expiresAt: number | null]>;
+}
+
+/** How soon after a change the file is rewritten: a login makes a burst of writes. */
+const SAVE_DELAY_MS = 100;
+
+/**
+ * The store's file. Written whole to a temporary file and renamed over the old one, so a crash
+ * mid-write leaves the previous version rather than half a file; mode 0600 from the moment it
+ * exists, as it holds sessions and sealed tokens. Expired entries are neither saved nor loaded.
+ */
+class SnapshotFile {
+  #timer: NodeJS.Timeout | undefined;
+  constructor(readonly path: string) {}
+
+  load(): Array<[string, Entry]> {
+    let raw: string;
+    try {
+      raw = readFileSync(this.path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    try {
+      chmodSync(this.path, 0o600);
+      const snapshot = JSON.parse(raw) as Snapshot;
+      if (snapshot.version !== 1 || !Array.isArray(snapshot.entries)) throw new Error('unknown format');
+      const now = Date.now();
+      return snapshot.entries
+        .filter(([, , expiresAt]) => expiresAt === null || expiresAt > now)
+        .map(([key, saved, expiresAt]) => [key, { value: restore(saved), expiresAt: expiresAt ?? undefined }]);
+    } catch (error) {
+      // Development data only: starting empty costs a new login, refusing to start costs more.
+      log.warn('development store file unreadable; starting empty', { file: this.path, error });
+      return [];
+    }
+  }
+
+  scheduleSave(entries: Map<string, Entry>): void {
+    if (this.#timer) return;
+    this.#timer = setTimeout(() => this.saveNow(entries), SAVE_DELAY_MS);
+    this.#timer.unref();
+  }
+
+  saveNow(entries: Map<string, Entry>): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const now = Date.now();
+    const snapshot: Snapshot = { version: 1, entries: [] };
+    for (const [key, entry] of entries) {
+      if (entry.expiresAt !== undefined && entry.expiresAt <= now) continue;
+      snapshot.entries.push([key, save(entry.value), entry.expiresAt ?? null]);
+    }
+    const temporary = `${this.path}.${process.pid}.tmp`;
+    try {
+      writeFileSync(temporary, JSON.stringify(snapshot), { mode: 0o600 });
+      renameSync(temporary, this.path);
+    } catch (error) {
+      log.error('development store file not written', { file: this.path, error });
+    }
+  }
+}
+
+function save(value: Entry['value']): SavedValue {
+  if (typeof value === 'string') return { string: value };
+  if (value instanceof Set) return { set: [...value] };
+  return { record: value };
+}
+
+function restore(saved: SavedValue): Entry['value'] {
+  if ('string' in saved) return saved.string;
+  if ('set' in saved) return new Set(saved.set);
+  return saved.record;
 }

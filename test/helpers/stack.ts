@@ -157,7 +157,7 @@ export async function authorizeInBrowser(
   const stopAt = (url: string) => url.startsWith(redirectUri);
   let page = await browser.follow(authorizationUrl, { stopAt });
   if (page.location && stopAt(page.location)) return new URL(page.location);
-  if (!page.body.includes('Confirm login'))
+  if (!page.body.includes('Allow and sign in'))
     throw new Error(`expected the consent page, got ${page.status} at ${page.url}`);
   const consentForm = options.decision === 'cancel' ? 1 : 0;
   page = await browser.submitForm(page.body, page.url, {}, { form: consentForm, stopAt });
