@@ -118,6 +118,12 @@ end
 return { count, ttl }
 `;
 
+/** KEYS: key. ARGV: seconds. Lengthens an expiry, never shortens one, never gives one to a key without. */
+export const EXTEND_EXPIRY = `${WRITES}local remaining = redis.call('TTL', KEYS[1])
+if remaining >= 0 and remaining < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return remaining
+`;
+
 export type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;
 
 export function defineScript(client: Redis, name: string, lua: string): Script {

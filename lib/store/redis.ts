@@ -6,7 +6,16 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { RedisConfig } from '../config/types.ts';
 import { log, redactUrl } from '../telemetry/log.ts';
 import { hashId } from './hash.ts';
-import { CONSUME, defineScript, DELETE_IF_EQUALS, DESTROY, INCREMENT, REVOKE, UPSERT } from './redis-scripts.ts';
+import {
+  CONSUME,
+  defineScript,
+  DELETE_IF_EQUALS,
+  DESTROY,
+  EXTEND_EXPIRY,
+  INCREMENT,
+  REVOKE,
+  UPSERT,
+} from './redis-scripts.ts';
 import { guardStore } from './outage.ts';
 import { StoreUnavailableError, type AdapterFactory, type Store, type Subscription } from './types.ts';
 
@@ -30,6 +39,26 @@ export const GRANTABLE = new Set([
   'BackchannelAuthenticationRequest',
   'PreAuthorizedCode',
 ]);
+
+/**
+ * A registered client that no grant ever used expires after a day: registration is anonymous
+ * (RFC 7591), and clients that are never used must not pile up forever. Each record that keeps a
+ * grant alive (the Grant itself, its refresh tokens) extends its client's expiry to at least its
+ * own, so a client lives as long as its longest-lived grant. Clients stored before this rule have
+ * no expiry and keep none.
+ */
+export const UNUSED_CLIENT_TTL = 24 * 60 * 60;
+export const KEEPS_CLIENT_ALIVE = new Set(['Grant', 'RefreshToken']);
+
+/** The expiry a record is stored with: oidc-provider gives none for a client. */
+export const recordTtl = (model: string, expiresIn: number | undefined): number | undefined =>
+  expiresIn ?? (model === 'Client' ? UNUSED_CLIENT_TTL : undefined);
+
+/** The client whose expiry an upsert of this record extends, if any. */
+export const clientKeptAlive = (model: string, payload: AdapterPayload, expiresIn: number | undefined) =>
+  KEEPS_CLIENT_ALIVE.has(model) && typeof payload.clientId === 'string' && expiresIn !== undefined
+    ? recordKey('Client', payload.clientId)
+    : undefined;
 
 /**
  * The device flow (RFC 8628) is not enabled, so oidc-provider never writes a user code nor looks
@@ -166,6 +195,7 @@ export function createRedisStore(config: RedisConfig, options: RedisStoreOptions
   const consumeScript = defineScript(client, 'oidcConsume', CONSUME);
   const deleteIfEqualsScript = defineScript(client, 'deleteIfEquals', DELETE_IF_EQUALS);
   const incrementScript = defineScript(client, 'incrementWindow', INCREMENT);
+  const extendScript = defineScript(client, 'extendExpiry', EXTEND_EXPIRY);
 
   // -------------------------------------------------------------------------------------------
   // Pub/sub. A connection in subscriber mode can run no other command, so subscriptions share one
@@ -249,8 +279,16 @@ export function createRedisStore(config: RedisConfig, options: RedisStoreOptions
       }
       await upsertScript(
         [k(record), ...(grant ? [k(grant)] : []), ...indexKeys],
-        [encoded.payload, encoded.jti ? '1' : '0', expiresIn ?? 0, grant ? '1' : '0', ...indexValues],
+        [
+          encoded.payload,
+          encoded.jti ? '1' : '0',
+          recordTtl(this.model, expiresIn) ?? 0,
+          grant ? '1' : '0',
+          ...indexValues,
+        ],
       );
+      const client = clientKeptAlive(this.model, payload, expiresIn);
+      if (client) await extendScript([k(client)], [expiresIn!]);
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
