@@ -14,7 +14,7 @@ import { homeRoutes } from './http/home.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { limitByAddress } from './rate-limit/ip.ts';
-import { createMcpProxy, type McpProxy } from './proxy/index.ts';
+import { createMcpProxy, type McpProxy, type McpServerReadiness } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
 import { runWithRequestId, type Logger } from './telemetry/log.ts';
 import type { Vault } from './vault/index.ts';
@@ -31,6 +31,8 @@ export interface AppDeps {
   views: Views;
   keys: KeyMaterial;
   log: Logger;
+  /** The supervised MCP server, when there is one: `/mcp` answers 503 while it is not ready. */
+  mcpServer?: McpServerReadiness;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9\-_.]{8,128}$/;
@@ -90,7 +92,7 @@ export function createWeb(deps: AppDeps): Web {
 }
 
 /** The Express app, with the `/mcp` handler mounted behind CORS for browser clients. */
-export function createApp(deps: AppDeps, proxy: McpProxy = createMcpProxy(deps)): Express {
+export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   const { config, provider, views, log } = deps;
   const app = express();
   app.disable('x-powered-by');

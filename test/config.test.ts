@@ -153,7 +153,7 @@ describe('configuration', () => {
       const warnings = config.warnings.join('\n');
       expect(warnings).to.include('using the example MCP server');
       expect(warnings).to.include('in-memory store');
-      expect(warnings).to.include('ephemeral key');
+      expect(warnings).to.include('development key');
       expect(warnings).to.include('embedded development identity provider');
       expect(config.warnings).to.have.length(4);
     });

@@ -93,8 +93,8 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
     const client = await connectClient(stack.mcpUrl, user);
     try {
       const seen = await whoami(client);
-      expect(seen.userId).to.equal(encodeURIComponent('李雷 100%'));
-      expect(decodeURIComponent(seen.userId!)).to.equal('李雷 100%');
+      expect(seen.userId).to.equal(`UTF-8''${encodeURIComponent('李雷 100%')}`);
+      expect(decodeURIComponent(seen.userId!.slice("UTF-8''".length))).to.equal('李雷 100%');
     } finally {
       await client.close();
     }

@@ -23,7 +23,9 @@ function readProvider(c: Collector): ProviderConfig | undefined {
       c.report('OIDC_PROVIDER_JWKS', 'is required in production');
       valid = false;
     } else {
-      c.warn('OIDC_PROVIDER_JWKS is unset: signing with an ephemeral key; issued tokens stop verifying at restart');
+      c.warn(
+        'OIDC_PROVIDER_JWKS is unset: signing with a development key (kept in .mcp-auth-proxy-dev-store.json without Redis; new at every start with Redis, so issued tokens stop verifying)',
+      );
     }
   } else {
     jwks = parseJwks(c, rawJwks);

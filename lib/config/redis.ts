@@ -28,7 +28,9 @@ function readRedis(c: Collector): RedisConfig | undefined {
         'is required in production; REDIS_URL, set by Heroku Key-Value Store, also works',
       );
     } else {
-      c.warn('no Redis URL: using the in-memory store; clients, grants and sessions are lost at restart');
+      c.warn(
+        'no Redis URL: using the in-memory store (kept in .mcp-auth-proxy-dev-store.json across restarts while OIDC_PROVIDER_JWKS is unset too)',
+      );
     }
     return undefined;
   }

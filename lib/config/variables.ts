@@ -118,7 +118,8 @@ export const VARIABLES: readonly VariableDoc[] = [
   {
     name: 'MCP_AUTH_PROXY_REDIS_URL',
     production: 'yes (or `REDIS_URL`)',
-    development: 'in-memory store, lost at restart',
+    development:
+      'in-memory store, kept across restarts in `.mcp-auth-proxy-dev-store.json` while `OIDC_PROVIDER_JWKS` is unset too',
     meaning: 'Redis holding clients, grants, sessions and encrypted upstream tokens; `redis://` or `rediss://`.',
     example: 'rediss://:password@redis.example.com:6380',
   },
@@ -156,7 +157,8 @@ export const VARIABLES: readonly VariableDoc[] = [
   {
     name: 'OIDC_PROVIDER_JWKS',
     production: 'yes',
-    development: 'an ephemeral key, new at every start',
+    development:
+      'a development key, kept in `.mcp-auth-proxy-dev-store.json` without Redis, new at every start with it',
     meaning:
       'Private signing keys: a JSON `{"keys":[…]}` or a JSON array `[…]` of private JWKs (RSA, EC P-256 or OKP Ed25519 for signing). A secret.',
     example: '{"keys":[{"kty":"EC","crv":"P-256","x":"…","y":"…","d":"…"}]}',

@@ -1,4 +1,5 @@
 import type Provider from 'oidc-provider';
+import type { GrantSecret } from '../vault/index.ts';
 
 /** Who is calling `/mcp`, as far as a valid access token of ours says. */
 export interface Caller {
@@ -8,6 +9,16 @@ export interface Caller {
   scope: string;
   /** Epoch milliseconds at which the token expires: no cache may trust it longer. */
   tokenExpiresAt: number;
+}
+
+/** A validated access token of ours, as the hot-path cache keeps it. */
+export interface KnownToken extends Caller {
+  /** From the token itself: opens its grant's vault record (its `tag` computed once). */
+  secret: GrantSecret;
+  /** Whether its scopes cover what `/mcp` requires. */
+  sufficient: boolean;
+  /** The identity headers for the MCP server, as a raw name/value list (encoded once). */
+  identityHeaders: string[];
 }
 
 /** RFC 6750 §2.1 only: the header. Query tokens (§2.3) leak into logs and Referer (R3). */

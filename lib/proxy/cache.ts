@@ -1,13 +1,11 @@
 import type { Subscription } from '../store/types.ts';
-import type { VaultEntry } from '../vault/index.ts';
+import { refreshAheadSeconds, type VaultEntry } from '../vault/index.ts';
 import type { Caller } from './authenticate.ts';
 
 /** How long a validated token is trusted without asking the store again (also capped by its expiry). */
 export const CALLER_TTL_MS = 30_000;
 /** How long a grant's upstream credentials are reused without reading the vault again. */
 export const VAULT_TTL_MS = 30_000;
-/** Upstream tokens this close to expiry are not cached, so the vault can refresh them ahead. */
-const VAULT_EXPIRY_MARGIN_MS = 60_000;
 /** Grants revoked this recently are not cached again (see `dropGrant`). */
 const TOMBSTONE_MS = 10_000;
 const MAX_CALLERS = 10_000;
@@ -67,7 +65,11 @@ export class HotPathCache<C extends Caller = Caller> {
     if (!this.storable(grantId, stamp)) return;
     let expiresAt = Date.now() + VAULT_TTL_MS;
     const upstreamExpiry = entry.credentials.expiresAt;
-    if (upstreamExpiry !== undefined) expiresAt = Math.min(expiresAt, upstreamExpiry * 1000 - VAULT_EXPIRY_MARGIN_MS);
+    // Upstream tokens inside the vault's refresh-ahead margin are not cached: `vault.getFresh` must
+    // see them to refresh ahead of expiry. The vault's own margin, so the two cannot drift apart.
+    if (upstreamExpiry !== undefined) {
+      expiresAt = Math.min(expiresAt, (upstreamExpiry - refreshAheadSeconds(entry)) * 1000);
+    }
     this.put(this.vault, grantId, { value: entry, grantId, expiresAt, secretTag }, MAX_GRANTS);
   }
 

@@ -1,242 +1,32 @@
-import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
-import type { ResponseHead } from './headers.ts';
-
-/** The client's body passed MCP_PROXY_MAX_BODY_BYTES (→ 413, never forwarded whole, never retried). */
-export class BodyTooLargeError extends Error {
-  readonly code = 'BODY_TOO_LARGE';
-}
-
-/** The client went away before its body was complete: nothing to answer, nothing to retry. */
-export class ClientGoneError extends Error {
-  readonly code = 'CLIENT_GONE';
-}
+import { ClientBody } from './body.ts';
+import { forwardResponseHeaders } from './headers.ts';
+import type { AdmittedCall, ProxyContext } from './pipeline.ts';
+import { retryAfterRefresh } from './retry.ts';
+import { sendUpstream, streamBack, UpstreamLink, upstreamRequest } from './upstream.ts';
 
 /**
- * The client's request body, read once. Each chunk goes to the current upstream request as it
- * arrives (backpressure: the client is paused while the MCP server's socket is full) and a copy
- * is kept, because a 401 from the MCP server is retried after a refresh and by then the body is
- * gone from the socket. The copy is what bounds memory: past `limit` bytes the request is refused
- * (413), so a body is never half-forwarded and then unretryable. Once the MCP server answered
- * anything but 401 the copy is dropped (`release`), so memory is held only until the answer.
+ * The last step: streams the request to the MCP server and its answer back. On the MCP server's
+ * 401 the upstream token is refreshed and the kept body replayed, once (`retry.ts`); any other
+ * answer is the client's, and the kept copy of the body is dropped.
  */
-export class ClientBody {
-  private chunks: Buffer[] = [];
-  private keep = true;
-  private sink: ClientRequest | undefined;
-  private failure: Error | undefined;
-  /** Who awaits the whole body (the retry path only: a promise per request costs on the hot path). */
-  private waiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
-  size = 0;
-  ended = false;
-
-  constructor(
-    private readonly req: IncomingMessage,
-    readonly limit: number,
-  ) {
-    const fail = (error: Error) => {
-      if (this.ended || this.failure) return;
-      this.failure = error;
-      this.chunks = [];
-      req.removeListener('data', onData);
-      this.sink?.destroy(error);
-      for (const waiter of this.waiters.splice(0)) waiter.reject(error);
-    };
-    const onData = (chunk: Buffer) => {
-      this.size += chunk.length;
-      if (this.size > limit) {
-        req.pause();
-        fail(new BodyTooLargeError(`the request body is larger than ${limit} bytes`));
-        return;
-      }
-      if (this.keep) this.chunks.push(chunk);
-      const sink = this.sink;
-      if (sink && !sink.write(chunk)) {
-        req.pause();
-        sink.once('drain', () => {
-          if (this.sink === sink) req.resume();
-        });
-      }
-    };
-    req.on('data', onData);
-    req.once('end', () => {
-      if (this.failure) return;
-      this.ended = true;
-      this.sink?.end();
-      for (const waiter of this.waiters.splice(0)) waiter.resolve();
-    });
-    // 'close' follows every request, complete or not: the error (and its stack trace, tens of
-    // microseconds) is only built when the body was cut short.
-    req.once('close', () => {
-      if (!this.ended && !this.failure) {
-        fail(new ClientGoneError('the client closed the connection before its body was complete'));
+export function forwardToMcpServer(ctx: ProxyContext): (call: AdmittedCall) => void {
+  const { answer, cookies } = ctx;
+  const retry = retryAfterRefresh(ctx);
+  return (call) => {
+    const { req, res } = call;
+    // The client going away stops the MCP server's work on its behalf.
+    const link = new UpstreamLink(res);
+    const body = new ClientBody(req, answer.limit);
+    const request = upstreamRequest(ctx, call, call.entry.credentials.accessToken, body, link, false);
+    sendUpstream(ctx.target, request, (error, response) => {
+      try {
+        if (error) return answer.upstreamFailed(req, res, link.clientGone, error);
+        if (response!.statusCode === 401) return retry(call, body, link, response!);
+        body.release();
+        streamBack(response!, res, forwardResponseHeaders(response!.rawHeaders, cookies));
+      } catch (unexpected) {
+        answer.failUnexpectedly(res, unexpected);
       }
     });
-    req.once('error', () => fail(new ClientGoneError('the client connection failed')));
-  }
-
-  /** Resolves once the whole body was read; rejects with BodyTooLargeError or ClientGoneError. */
-  whenRead(): Promise<void> {
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.ended) return Promise.resolve();
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
-  }
-
-  /** The body goes to `request` from now on: what was read so far, then the rest as it comes. */
-  sendTo(request: ClientRequest): void {
-    if (this.failure) {
-      request.destroy(this.failure);
-      return;
-    }
-    if (!this.keep) throw new Error('the body was released and cannot be sent again');
-    this.sink = request;
-    for (const chunk of this.chunks) request.write(chunk);
-    if (this.ended) request.end();
-  }
-
-  /**
-   * The MCP server answered before the body was complete (a 401 decided on headers alone): stop
-   * feeding that request, whose connection is then unusable for another request, and keep
-   * reading so the body can be replayed.
-   */
-  detach(): void {
-    const sink = this.sink;
-    this.sink = undefined;
-    if (!sink) return;
-    if (!this.ended) sink.destroy();
-    if (this.req.isPaused()) this.req.resume();
-  }
-
-  /** No retry will happen: stop keeping a copy. */
-  release(): void {
-    this.keep = false;
-    this.chunks = [];
-  }
-}
-
-/**
- * One client request's link to the MCP server: the upstream request in flight, and whether the
- * client has gone (then the upstream request is destroyed, and no new one is started). Cheaper
- * than an AbortSignal, whose listener bookkeeping costs tens of microseconds per request.
- */
-export class UpstreamLink {
-  request: ClientRequest | undefined;
-  clientGone = false;
-
-  constructor(res: ServerResponse) {
-    res.once('close', () => {
-      if (res.writableFinished) return;
-      this.clientGone = true;
-      this.request?.destroy();
-    });
-  }
-}
-
-export interface UpstreamTarget {
-  url: URL;
-  agent: http.Agent;
-  transport: typeof http | typeof https;
-}
-
-export function createTarget(serverUrl: URL): UpstreamTarget {
-  // Keep-alive: a TCP (and TLS) handshake per tool call would dominate the proxy's added latency.
-  // LIFO hands out the most recently used socket, so idle ones age out instead of all staying warm.
-  // `timeout` closes idle sockets; with it set, Node also honours the server's `Keep-Alive:
-  // timeout=N` and closes a second earlier, so we never send a request on a socket the MCP server
-  // is closing (Node servers close idle sockets after 5 s): that race surfaces as a 502. It only
-  // emits an event on a busy socket: long SSE streams are not cut.
-  const options = {
-    keepAlive: true,
-    keepAliveMsecs: 10_000,
-    maxSockets: 512,
-    maxFreeSockets: 64,
-    scheduling: 'lifo' as const,
-    timeout: 60_000,
   };
-  const secure = serverUrl.protocol === 'https:';
-  return {
-    url: serverUrl,
-    agent: secure ? new https.Agent(options) : new http.Agent(options),
-    transport: secure ? https : http,
-  };
-}
-
-/** How one upstream request ended before its response body: a response head, or an error. */
-export type UpstreamCallback = (error: Error | undefined, response?: IncomingMessage) => void;
-
-/**
- * Opens one request to the MCP server and sends `body` into it. Calls `done` exactly once: with
- * the response head (the body is left for the caller to stream or drain), or with the error that
- * ended the request before a response — the body's own failure included, and ClientGoneError once
- * the client has left. A callback, not a promise: this runs for every tool call.
- */
-export function sendUpstream(
-  target: UpstreamTarget,
-  options: { method: string; path: string; headers: string[]; body: ClientBody; link: UpstreamLink },
-  done: UpstreamCallback,
-): void {
-  const { link } = options;
-  if (link.clientGone) return done(new ClientGoneError('the client closed the connection'));
-  let settled = false;
-  const request = target.transport.request({
-    protocol: target.url.protocol,
-    hostname: target.url.hostname,
-    port: target.url.port,
-    method: options.method,
-    path: options.path,
-    // A raw name/value list: sent as is, in order, repeats included; Node adds nothing but
-    // `Connection` (and chunked framing when no Content-Length is given).
-    headers: options.headers,
-    agent: target.agent,
-  });
-  link.request = request;
-  request.once('response', (response: IncomingMessage) => {
-    if (settled) return void response.resume();
-    settled = true;
-    done(undefined, response);
-  });
-  // `on`, not `once`: a request can fail again after its response arrived (body refused, client
-  // gone), and an 'error' without a listener would bring the process down.
-  request.on('error', (error) => {
-    if (settled) return;
-    settled = true;
-    done(link.clientGone ? new ClientGoneError('the client closed the connection', { cause: error }) : error);
-  });
-  options.body.sendTo(request);
-}
-
-/** `sendUpstream` for the retry path, where a promise reads better and costs nothing that matters. */
-export function sendUpstreamAsync(
-  target: UpstreamTarget,
-  options: Parameters<typeof sendUpstream>[1],
-): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) =>
-    sendUpstream(target, options, (error, response) => (error ? reject(error) : resolve(response!))),
-  );
-}
-
-/**
- * Streams the MCP server's answer to the client, event by event for SSE: every chunk is written
- * when it arrives, and pipe() pauses the MCP server's response while the client reads slower
- * than it writes. An answer cut short upstream is cut short here too (the client sees the
- * connection end before the response did), never ended as if complete.
- */
-export function streamBack(upstream: IncomingMessage, res: ServerResponse, head: ResponseHead): void {
-  // Set with setHeader underneath, so the MCP server's value of a field replaces any we set.
-  res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, head.headers);
-  upstream.on('close', () => {
-    if (!upstream.complete) res.destroy();
-  });
-  // Chunks read together (the last event and the end of the stream, typically) leave in one
-  // write without help: Node corks the socket at a response's first write until the next tick.
-  upstream.pipe(res);
-  // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
-  // owed the head then (a GET stream is "open" once its 200 arrives). But the head usually comes
-  // in the same packet as the first event, already buffered in `upstream`: pipe() lets it flow in
-  // the next tick, before this one, so head and event leave in one write instead of two.
-  if (!head.sized) {
-    process.nextTick(() => {
-      if (!res.headersSent && !res.destroyed) res.flushHeaders();
-    });
-  }
 }

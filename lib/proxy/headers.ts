@@ -1,3 +1,7 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { clientProtocol } from '../http/forwarded.ts';
+import type { Caller } from './authenticate.ts';
+
 /**
  * Header policy of `/mcp` (R8): every end-to-end header passes both ways, in its original case,
  * order and repetition (`rawHeaders`), except the few this proxy owns. Anything a future MCP
@@ -29,7 +33,7 @@ export const IDENTITY_HEADERS = ['x-authorization-scope', 'x-dynamic-client-id',
  *   (ours and the router's) are facts, earlier ones are what the client claimed;
  * - `x-request-id`: ours, so one id names the request in both logs;
  * - `expect`: Node already answered `100 Continue` to the client, and the body follows anyway;
- * - `content-length`: re-added from the kept body when a request is replayed (see forward.ts);
+ * - `content-length`: re-added from the kept body when a request is replayed (see retry.ts);
  * - `cookie`: filtered, see `cookieFilter`;
  * - the identity headers.
  */
@@ -116,6 +120,98 @@ export function forwardRequestHeaders(raw: readonly string[], policy: CookiePoli
   return out;
 }
 
+/**
+ * Identity header values (`x-user-id`, `x-dynamic-client-id`, `x-authorization-scope`). A value
+ * every HTTP implementation carries unchanged — visible ASCII, spaces between — is sent as it is
+ * (`Grace Hopper`, `100%`). Anything else would be refused (control characters: CR/LF would split
+ * the header), read differently by different servers (non-ASCII: RFC 9110 §5.5 leaves such bytes
+ * to Latin-1 as obs-text) or altered (surrounding whitespace is stripped). Such a value is sent in
+ * RFC 8187's ext-value form instead: `UTF-8''`, then the value's UTF-8 bytes with every byte that
+ * is not an RFC 8187 attr-char percent-encoded (`Jörg` → `UTF-8''J%C3%B6rg`).
+ *
+ * Why this prefix in the same header, rather than a second header:
+ * - one value, one meaning: a plain value that starts with the prefix (in any letter case) is
+ *   encoded too, so an MCP server decodes exactly the values that start with it, and one that
+ *   does not decode at all still sees a stable value per user that no other user has. A second
+ *   header would leave such a server with no id for these users, or a lossy one two users share;
+ * - the common value arrives as it is, with nothing to decode;
+ * - RFC 8187 is the existing convention for non-ASCII text in a header (`filename*=UTF-8''…`),
+ *   and a plain percent-decode of what follows the prefix reads it in any language.
+ */
+export const ENCODED_PREFIX = "UTF-8''";
+
+/** Visible ASCII, spaces allowed between visible characters. */
+const PLAIN = /^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$/;
+const STARTS_LIKE_ENCODED = /^utf-8''/i;
+/** RFC 8187 §3.2.1 attr-char; the `'` of the prefix is not one, so the prefix cannot recur. */
+const ATTR_CHAR = /^[A-Za-z0-9!#$&+\-.^_`|~]$/;
+
+export function identityHeaderValue(value: string): string {
+  if (PLAIN.test(value) && !STARTS_LIKE_ENCODED.test(value)) return value;
+  let encoded = ENCODED_PREFIX;
+  // A lone surrogate has no UTF-8 form: it becomes U+FFFD, the one case where two strings (neither
+  // of them valid Unicode) share an encoding.
+  for (const byte of Buffer.from(value, 'utf8')) {
+    const char = String.fromCharCode(byte);
+    encoded += ATTR_CHAR.test(char) ? char : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return encoded;
+}
+
+/** The identity headers of a caller, as a raw name/value list (computed once per cached token). */
+export function identityHeaders(caller: Caller): string[] {
+  return [
+    'X-Authorization-Scope',
+    identityHeaderValue(caller.scope),
+    'X-Dynamic-Client-Id',
+    identityHeaderValue(caller.clientId),
+    'X-User-Id',
+    identityHeaderValue(caller.accountId),
+  ];
+}
+
+/**
+ * Every header of the request to the MCP server: the client's (`forwardRequestHeaders`), then
+ * ours. `replayLength`: the kept body's size when this is a replay (its framing is ours to
+ * declare).
+ */
+export function upstreamRequestHeaders(
+  req: IncomingMessage,
+  res: ServerResponse,
+  host: string,
+  cookies: CookiePolicy,
+  identity: readonly string[],
+  accessToken: string,
+  replayLength?: number,
+): string[] {
+  const replay = replayLength !== undefined;
+  const headers = forwardRequestHeaders(req.rawHeaders, cookies, !replay);
+  const priorFor = req.headers['x-forwarded-for'];
+  const remote = req.socket.remoteAddress ?? '';
+  headers.push(
+    'Host',
+    host,
+    // R4: the MCP server sees the user's upstream token, never ours.
+    'Authorization',
+    `Bearer ${accessToken}`,
+    'X-Forwarded-For',
+    priorFor ? `${priorFor}, ${remote}` : remote,
+    'X-Forwarded-Proto',
+    clientProtocol(req),
+    'X-Forwarded-Host',
+    req.headers.host ?? '',
+  );
+  headers.push(...identity);
+  const requestId = res.getHeader('x-request-id');
+  if (typeof requestId === 'string') headers.push('X-Request-Id', requestId);
+  if (replay && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)) {
+    headers.push('Content-Length', String(replayLength));
+  }
+  return headers;
+}
+
+const EVENT_STREAM = /^\s*text\/event-stream\s*(?:;|$)/i;
+
 export interface ResponseHead {
   /**
    * By name, in the MCP server's spelling; a repeated field (Set-Cookie…) is an array, so Node
@@ -125,6 +221,8 @@ export interface ResponseHead {
   headers: Record<string, string | string[]>;
   /** Whether the body's length is known up front (otherwise it is a stream, e.g. SSE). */
   sized: boolean;
+  /** Whether the body is an event stream (SSE): see `streamBack` for why it matters. */
+  eventStream: boolean;
 }
 
 /** The MCP server's response headers minus hop-by-hop ones and any attempt to set our cookies. */
@@ -133,6 +231,7 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
   const headers: Record<string, string | string[]> = {};
   const spelling = new Map<string, string>();
   let sized = false;
+  let eventStream = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
@@ -143,6 +242,7 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
     if (lower.startsWith('access-control-')) continue;
     if (lower === 'set-cookie' && setsOurCookie(value, policy)) continue;
     if (lower === 'content-length') sized = true;
+    else if (lower === 'content-type') eventStream = EVENT_STREAM.test(value);
     const key = spelling.get(lower);
     if (key === undefined) {
       spelling.set(lower, name);
@@ -152,5 +252,5 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
       headers[key] = Array.isArray(previous) ? [...previous, value] : [previous, value];
     }
   }
-  return { headers, sized };
+  return { headers, sized, eventStream };
 }
