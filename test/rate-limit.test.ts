@@ -5,7 +5,7 @@ import type { Store } from '../lib/store/types.ts';
 import { GrantRateLimiter } from '../lib/rate-limit/grant.ts';
 import { log } from '../lib/telemetry/log.ts';
 import { start, type RunningProxy } from '../lib/start.ts';
-import { authorizationUrl } from './helpers/oauth.ts';
+import { authorizationUrl, codeFlow, mcpInitialize } from './helpers/oauth.ts';
 import { freePort, startStack, type Stack } from './helpers/stack.ts';
 
 const REDIRECT = 'http://127.0.0.1:33418/callback';
@@ -114,6 +114,29 @@ describe('rate limits (MAX_REQUESTS per MAX_REQUESTS_WINDOW)', function () {
     try {
       expect((await register(stack.baseUrl, {})).status).to.equal(201);
       expect((await register(stack.baseUrl, {})).status).to.equal(429);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('/mcp is limited per grant, not per address: another login from the same address has its own budget', async () => {
+    const stack = await startStack({ env: { MAX_REQUESTS: '8', MAX_REQUESTS_WINDOW: '60000' } });
+    try {
+      const login = async () => {
+        const reg = await register(stack.baseUrl, {});
+        const clientId = ((await reg.json()) as { client_id: string }).client_id;
+        const { token } = await codeFlow({ baseUrl: stack.baseUrl, clientId, redirectUri: REDIRECT });
+        return token.body.access_token;
+      };
+      const [first, second] = [await login(), await login()];
+      for (let i = 0; i < 8; i++) expect((await mcpInitialize(stack.mcpUrl, first)).status).to.equal(200);
+      const refused = await mcpInitialize(stack.mcpUrl, first);
+      expect(refused.status).to.equal(429);
+      expect(Number(refused.headers.get('retry-after'))).to.be.within(1, 60);
+      expect(refused.headers.get('ratelimit-policy')).to.equal('"mcp";q=8;w=60');
+      expect(refused.headers.get('ratelimit')).to.match(/^"mcp";r=0;t=\d+$/);
+      expect(((await refused.json()) as { error: string }).error).to.equal('too_many_requests');
+      expect((await mcpInitialize(stack.mcpUrl, second)).status).to.equal(200);
     } finally {
       await stack.close();
     }

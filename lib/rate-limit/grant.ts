@@ -1,4 +1,6 @@
 import type { RateLimitConfig } from '../config/types.ts';
+import type { Answers } from '../proxy/answers.ts';
+import type { Step } from '../proxy/pipeline.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { RateLimitPolicy, type Window } from './policy.ts';
@@ -113,4 +115,22 @@ export class GrantRateLimiter {
   close(): void {
     clearInterval(this.timer);
   }
+}
+
+/**
+ * The `/mcp` step: after the caller is known (its grant), before anything is forwarded. No I/O,
+ * so a warm request stays synchronous. RateLimit headers go on the refusal only: a forwarded
+ * answer carries the MCP server's headers, and the hot path sets nothing it does not need.
+ */
+export function limitPerGrant(limiter: GrantRateLimiter, answer: Answers): Step {
+  return ({ caller, res }) => {
+    const window = limiter.hit(caller!.grantId);
+    if (window.allowed) return true;
+    limiter.policy.setHeaders(res, window);
+    const refusal = limiter.policy.refusal(window, 'for this login');
+    answer.error(res, refusal.status, refusal.code, refusal.message, {
+      'Retry-After': String(refusal.retryAfterSeconds),
+    });
+    return false;
+  };
 }
