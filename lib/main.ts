@@ -1,14 +1,21 @@
-// The web process: `npm start` locally, and the buildpack's web command on Heroku.
+// The web process (`npm start` locally, the buildpack's web command on Heroku), and with
+// MCP_AUTH_PROXY_VERIFY_RELEASE=true its release-phase check.
 import { config as loadDotenv } from 'dotenv';
-import { ConfigError } from './config/index.ts';
-import { StartupError, connectInstructions, start } from './start.ts';
+import { ConfigError, loadConfig } from './config/index.ts';
+import type { Config } from './config/types.ts';
 import { IdentityError } from './identity/index.ts';
+import { RELEASE_VERIFIED, StartupError, connectInstructions, start, verifyRelease } from './start.ts';
 import { log } from './telemetry/log.ts';
 
 // `.env` is for local work only; on Heroku the environment comes from config vars.
 if (process.env.NODE_ENV !== 'production') loadDotenv({ quiet: true });
 
-function fail(message: string): never {
+/** Failures an operator causes (configuration, unreachable services, a taken port): one line, no stack. */
+function fail(error: unknown): never {
+  const known = error instanceof ConfigError || error instanceof StartupError || error instanceof IdentityError;
+  const message = known
+    ? error.message
+    : `start-up failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
   process.stderr.write(`${message}\n`);
   process.exit(1);
 }
@@ -20,28 +27,45 @@ let proxy: Awaited<ReturnType<typeof start>> | undefined;
 let stopping = false;
 
 async function stop(signal: string, code: number): Promise<void> {
-  if (stopping) return;
+  if (stopping) {
+    // Locally, a second Ctrl-C means "now": an open Inspector stream would otherwise hold the
+    // drain for its whole deadline. (Ctrl-C reaches the MCP server child as well.)
+    if (signal === 'SIGINT') process.exit(130);
+    return;
+  }
   stopping = true;
   log.info('shutting down', { signal });
-  starting.abort();
-  await proxy?.close();
+  if (proxy) await proxy.close();
+  else starting.abort();
   process.exit(code);
 }
 process.on('SIGTERM', () => void stop('SIGTERM', 0));
 process.on('SIGINT', () => void stop('SIGINT', 0));
 
+let config: Config;
 try {
-  proxy = await start(process.env, { signal: starting.signal });
+  config = loadConfig(process.env);
+} catch (error) {
+  fail(error);
+}
+
+if (config.verifyRelease) {
+  try {
+    await verifyRelease(process.env, { config, signal: starting.signal });
+  } catch (error) {
+    if (stopping) process.exit(1);
+    fail(error);
+  }
+  process.stdout.write(`${RELEASE_VERIFIED}\n`);
+  process.exit(0);
+}
+
+try {
+  proxy = await start(process.env, { config, signal: starting.signal });
   if (proxy.config.mode === 'development') process.stdout.write(connectInstructions(proxy.config));
-  proxy.mcpServerExited?.then((exit) => {
-    if (stopping) return;
-    log.error('MCP server exited; stopping the proxy', { exit_code: exit.code, signal: exit.signal });
-    void stop('mcp-server-exit', 1);
-  });
+  // The supervisor has logged why (one line): the platform restarts the dyno.
+  void proxy.failed.then(() => void stop('mcp-server-failed', 1));
 } catch (error) {
   if (stopping) process.exit(0);
-  if (error instanceof ConfigError || error instanceof StartupError || error instanceof IdentityError) {
-    fail(error.message);
-  }
-  fail(`start-up failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  fail(error);
 }

@@ -186,6 +186,8 @@ describe('configuration: identity provider', () => {
       ['/auth', /collides with the proxy's own \/auth routes/],
       ['/token/callback', /collides with the proxy's own \/token routes/],
       ['/reg', /collides with the proxy's own \/reg routes/],
+      ['/healthz', /collides with the proxy's own \/healthz routes/],
+      ['/readyz/callback', /collides with the proxy's own \/readyz routes/],
       ['/mcp', /collides with the MCP endpoint \/mcp/],
       ['/mcp/callback', /collides with the MCP endpoint \/mcp/],
       // Express matches routes without regard to case.

@@ -468,9 +468,7 @@ describe('the web process (lib/main.ts)', function () {
     try {
       expect(started.code).to.equal(null);
       const mcpUrl = `http://localhost:${port}/mcp`;
-      expect(started.stdout).to.contain(
-        `npx -y @modelcontextprotocol/inspector --transport http --server-url ${mcpUrl}`,
-      );
+      expect(started.stdout).to.contain(`npm run inspector -- --transport http --server-url ${mcpUrl}`);
       const client = await connectClient(mcpUrl, new TestOAuthClient({ user: 'dev' }));
       const result = (await client.callTool({ name: 'echo', arguments: { text: 'local' } })) as {
         content: { text: string }[];

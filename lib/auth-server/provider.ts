@@ -6,6 +6,7 @@ import Provider, {
   type SigningAlgorithmWithNone,
 } from 'oidc-provider';
 import type { Config } from '../config/types.ts';
+import { fromOAuthOutput, publicView } from '../http/errors.ts';
 import type { Store } from '../store/types.ts';
 import { loginErrorText } from '../interactions/pages.ts';
 import { currentRequestId, type Logger } from '../telemetry/log.ts';
@@ -13,7 +14,6 @@ import type { Views } from '../views/index.ts';
 import { cimdConfiguration } from './cimd.ts';
 import { logRefusals } from './refusals.ts';
 import { answerStoreOutages } from './store-outage.ts';
-import { publicView } from '../http/errors.ts';
 import { StoreUnavailableError } from '../store/types.ts';
 import { clientBasedCors } from './cors.ts';
 import type { KeyMaterial } from './keys.ts';
@@ -150,25 +150,21 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
       // R16: errors raised before the client and redirect URI are verified are shown here, never
       // redirected. 5xx details stay in the log (the server_error listener below writes them).
       const status = (error as { statusCode?: number }).statusCode ?? 500;
-      const outage = error instanceof StoreUnavailableError;
       ctx.type = 'html';
       ctx.set(views.headers);
       // A client the store no longer knows (a development restart, an expired registration) can
       // only be fixed in the client: the page says so instead of a bare `invalid_client`.
       const unknownClient = (error as { error_detail?: string }).error_detail === 'client not found';
       const known = unknownClient ? loginErrorText('invalid_client') : undefined;
+      // What is shown of oidc-provider's own errors is decided by the same rule as ours.
+      // A store outage keeps its own answer (503, "temporarily unavailable"), not a generic 500.
+      const view = publicView(error instanceof StoreUnavailableError ? error : fromOAuthOutput(status, out));
       ctx.body = await views.render('error', {
         title: known?.heading ?? 'Sign-in error',
-        heading: known?.heading ?? 'Sign-in could not continue',
-        message:
-          known?.message ??
-          (outage
-            ? publicView(error).message
-            : status >= 500
-              ? 'An unexpected error occurred.'
-              : (out.error_description ?? 'The request was not valid.')),
+        heading: known?.heading ?? view.heading,
+        message: known?.message ?? view.message,
         next: known?.next ?? 'Go back to the application you were connecting and try again.',
-        code: outage ? publicView(error).code : out.error,
+        code: view.code,
         requestId: currentRequestId(),
       });
     },

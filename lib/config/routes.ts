@@ -14,6 +14,11 @@ export const RESERVED_PATHS = [
   '/me',
   '/session',
   '/request',
+  // Health routes for the platform and the pages' icon.
+  '/healthz',
+  '/readyz',
+  '/favicon.ico',
+  '/favicon.svg',
 ];
 
 /**

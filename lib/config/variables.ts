@@ -77,6 +77,14 @@ export const VARIABLES: readonly VariableDoc[] = [
     example: 'true',
   },
   {
+    name: 'MCP_AUTH_PROXY_NODE_DOWNLOAD_BASE',
+    production: 'no (build time only)',
+    development: 'the official Node.js download site',
+    meaning:
+      'Read by the buildpack’s `bin/compile`, not by the running proxy: where the pinned Node.js release and its `SHASUMS256.txt` are downloaded from when no earlier buildpack left Node.js 24. https only (plain http on loopback, for tests); every download is checked against the checksums.',
+    example: 'https://nodejs.org/dist',
+  },
+  {
     name: 'MCP_SERVER_URL',
     production: 'yes',
     development: 'the example MCP server, `http://127.0.0.1:$PORT+1/mcp`',

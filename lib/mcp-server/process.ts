@@ -1,12 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { McpRunConfig } from '../config/types.ts';
+import { ProxyError } from '../http/errors.ts';
 import { log as defaultLog, type Logger } from '../telemetry/log.ts';
 
 /**
  * Supervision of the MCP server child process: spawn it with a scrubbed environment, relay its
  * output line by line, report it ready only once its port accepts connections, and stop it.
- * Deciding what to do when it dies (exit the proxy) is the start-up module's job, not ours.
+ * Deciding what to do when it dies (restart it, or give up) is `supervisor.ts`'s job.
  */
 
 export interface McpServerExit {
@@ -37,15 +38,15 @@ export interface StartMcpServerOptions {
 export type McpServerStartErrorCode =
   'MCP_SERVER_SPAWN_FAILED' | 'MCP_SERVER_PORT_IN_USE' | 'MCP_SERVER_EXITED' | 'MCP_SERVER_READY_TIMEOUT';
 
-export class McpServerStartError extends Error {
-  override readonly name = 'McpServerStartError';
+export class McpServerStartError extends ProxyError {
+  declare readonly code: McpServerStartErrorCode;
   constructor(
-    readonly code: McpServerStartErrorCode,
+    code: McpServerStartErrorCode,
     message: string,
     readonly exit?: McpServerExit,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 }
 
@@ -227,6 +228,11 @@ async function waitUntilReady(
     if (remaining <= 0) return 'timeout';
     await Promise.race([sleep(Math.min(READY_POLL_INTERVAL_MS, remaining)), exited]);
   }
+}
+
+/** Whether something accepts TCP connections at `url`'s host and port (the MCP server's readiness). */
+export function acceptsConnections(url: URL, timeoutMs = CONNECT_ATTEMPT_TIMEOUT_MS): Promise<boolean> {
+  return canConnect(url.hostname.replace(/^\[(.*)\]$/, '$1'), portOf(url), timeoutMs);
 }
 
 function canConnect(host: string, port: number, timeoutMs = CONNECT_ATTEMPT_TIMEOUT_MS): Promise<boolean> {

@@ -1,13 +1,18 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
+import { HttpError, ProxyError } from '../http/errors.ts';
 
 /** The client's body passed MCP_PROXY_MAX_BODY_BYTES (→ 413, never forwarded whole, never retried). */
-export class BodyTooLargeError extends Error {
-  readonly code = 'BODY_TOO_LARGE';
+export class BodyTooLargeError extends HttpError {
+  constructor(limit: number) {
+    super({ status: 413, code: 'invalid_request', message: `the request body is larger than ${limit} bytes` });
+  }
 }
 
 /** The client went away before its body was complete: nothing to answer, nothing to retry. */
-export class ClientGoneError extends Error {
-  readonly code = 'CLIENT_GONE';
+export class ClientGoneError extends ProxyError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CLIENT_GONE', message, options);
+  }
 }
 
 /**
@@ -44,7 +49,7 @@ export class ClientBody {
       this.size += chunk.length;
       if (this.size > limit) {
         req.pause();
-        fail(new BodyTooLargeError(`the request body is larger than ${limit} bytes`));
+        fail(new BodyTooLargeError(limit));
         return;
       }
       if (this.keep) this.chunks.push(chunk);

@@ -1,16 +1,18 @@
 import { currentRequest, RequestContext, runInRequest } from './request-context.ts';
+import { redact } from './scrub.ts';
+import { currentTraceId } from './spans.ts';
+
+export { redact } from './scrub.ts';
 
 /**
  * Logfmt lines on stdout/stderr, one per event, for Heroku's log router. Every line made while a
- * request is being handled carries its request id. Values under secret-looking keys are never
+ * request is being handled carries its request id (and its trace id when tracing is on). Values under secret-looking keys are never
  * printed, whoever passes them: tokens, codes, secrets and cookies must not reach a log drain.
  */
-type Level = 'debug' | 'info' | 'warn' | 'error';
-type Fields = Record<string, unknown>;
+export type Level = 'debug' | 'info' | 'warn' | 'error';
+export type Fields = Record<string, unknown>;
 
-const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-const SECRET_KEY =
-  /(token|secret|password|authorization|cookie|code_verifier|verifier|^code$|assertion|jwks|private|^key$|^d$|state)/i;
+export const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 let threshold = LEVELS[(process.env.LOG_LEVEL as Level) ?? 'info'] ?? LEVELS.info;
 let sink: (line: string, level: Level) => void = (line, level) => {
@@ -31,33 +33,59 @@ export function captureLogs(capture: (line: string, level: Level) => void): () =
   const previousThreshold = threshold;
   sink = capture;
   threshold = LEVELS.debug;
+  appFields = undefined;
   return () => {
     sink = previous;
     threshold = previousThreshold;
+    appFields = undefined;
   };
 }
 
-export function redact(key: string, value: unknown): unknown {
-  return SECRET_KEY.test(key) && value !== undefined && value !== null ? '[redacted]' : value;
+/**
+ * `app=<APP_NAME> env=<NODE_ENV>` on every line, so one drain can take several apps' logs.
+ * Read at the first line rather than at import: `main.ts` loads `.env` after its imports ran.
+ */
+let appFields: string | undefined;
+function appFieldsOf(env: NodeJS.ProcessEnv): string {
+  const app = env.APP_NAME ? `app=${format(env.APP_NAME)} ` : '';
+  return `${app}env=${format(env.NODE_ENV || 'development')}`;
 }
 
-function format(value: unknown): string {
+export function format(value: unknown): string {
   if (value instanceof Error) value = value.message;
   const text = typeof value === 'string' ? value : JSON.stringify(value);
   if (text === undefined) return '';
   return /[\s"=]/.test(text) || text === '' ? JSON.stringify(text) : text;
 }
 
-function write(level: Level, msg: string, fields: Fields = {}): void {
+export function isEnabled(level: Level): boolean {
+  return LEVELS[level] >= threshold;
+}
+
+/**
+ * One line: level, message, the app's fields, the request id, then `fields` in order, each value
+ * redacted by its key. The one writer of lines: the request log and the MCP server's relayed
+ * lines come through here too.
+ */
+export function write(level: Level, msg: string, fields: Fields = {}): void {
   if (LEVELS[level] < threshold) return;
-  const parts = [`level=${level}`, `msg=${format(msg)}`];
+  const parts = [`level=${level}`, `msg=${format(msg)}`, (appFields ??= appFieldsOf(process.env))];
   const requestId = currentRequestId();
-  if (requestId) parts.push(`request_id=${requestId}`);
-  for (const [key, value] of Object.entries(fields)) {
+  if (requestId && fields.request_id === undefined) parts.push(`request_id=${requestId}`);
+  // With tracing on, a line written during a request names its trace: from a log line to the trace.
+  const traceId = currentTraceId();
+  if (traceId && fields.trace_id === undefined) parts.push(`trace_id=${traceId}`);
+  for (const key in fields) {
+    const value = fields[key];
     if (value === undefined) continue;
-    parts.push(`${key}=${format(redact(key, value))}`);
+    parts.push(`${logfmtKey(key)}=${format(redact(key, value))}`);
   }
   sink(parts.join(' '), level);
+}
+
+/** Keys are printed bare, so one from elsewhere (an MCP server's JSON line) is made bare-safe. */
+function logfmtKey(key: string): string {
+  return /^[A-Za-z0-9_.-]{1,64}$/.test(key) ? key : key.slice(0, 64).replace(/[^A-Za-z0-9_.-]/g, '_') || '_';
 }
 
 export interface Logger {

@@ -14,7 +14,7 @@ import { Redis } from 'ioredis';
 import { ephemeralJwks } from '../../lib/auth-server/keys.ts';
 import { createExampleMcpServer, type ExampleMcpServerApp } from '../../lib/dev/example-mcp-server.ts';
 import { startDevIdentityProvider, type DevIdentityProvider } from '../../lib/dev/identity-provider.ts';
-import { start, type RunningProxy } from '../../lib/start.ts';
+import { start, type RunningProxy, type StartOptions } from '../../lib/start.ts';
 import { createBrowser, type Browser } from './browser.ts';
 
 export async function freePort(): Promise<number> {
@@ -65,6 +65,8 @@ export interface StackOptions {
   checkUpstreamTokens?: boolean;
   /** Options of the development identity provider, e.g. a shorter token lifetime. */
   idp?: Partial<Parameters<typeof startDevIdentityProvider>[0]>;
+  /** Options of `start()` itself, e.g. shorter HTTP timeouts. */
+  start?: StartOptions;
 }
 
 /**
@@ -101,6 +103,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
     // Tests log in many times a minute from one address; test/rate-limit.test.ts sets its own.
     MAX_REQUESTS: '100000',
+    // close() ends open streams at once, as before graceful shutdown existed; test/shutdown.test.ts covers the drain.
+    MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS: '0',
     ...(options.redis === false
       ? {}
       : { MCP_AUTH_PROXY_REDIS_URL: process.env.TEST_REDIS_URL, MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix }),
@@ -113,10 +117,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     env,
     idp,
     mcp,
-    proxy: await start(env),
+    proxy: await start(env, options.start),
     async restart() {
       await stack.proxy.close();
-      stack.proxy = await start(env);
+      stack.proxy = await start(env, options.start);
     },
     async close() {
       await stack.proxy.close();

@@ -1,0 +1,78 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isEnabled, write } from './log.ts';
+import { RequestContext, runInRequest } from './request-context.ts';
+import { scrubPath } from './scrub.ts';
+import { endRequestSpan, runInSpan, startRequestSpan } from './spans.ts';
+
+/**
+ * Heroku's router sets X-Request-Id (its own, or the client's when that is 20–200 characters of
+ * letters, digits, `+`, `/`, `=` and `-`). Kept when it looks like one, so our lines, the router's
+ * and the MCP server's (it is passed on) line up; anything else is replaced, since the id is
+ * printed bare in log lines and sent on as a header.
+ */
+const REQUEST_ID = /^[A-Za-z0-9+/=._-]{8,200}$/;
+
+/** The request's id (see REQUEST_ID), also set as the response's X-Request-Id. */
+export function requestIdFor(req: IncomingMessage, res: ServerResponse): string {
+  const incoming = req.headers['x-request-id'];
+  const requestId = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+  res.setHeader('X-Request-Id', requestId);
+  return requestId;
+}
+
+/**
+ * Starts tracking a request: its id, its span when tracing is on, and one log line (and the span's
+ * end) when its response closes. `route`: the route template when the caller knows it (`/mcp`,
+ * dispatched before Express); otherwise Express's matched route, else the scrubbed path.
+ */
+export function beginRequest(req: IncomingMessage, res: ServerResponse, route?: string): RequestContext {
+  const request = new RequestContext(requestIdFor(req, res));
+  request.span = startRequestSpan(req, request.requestId);
+  if (request.span || isEnabled('info')) res.once('close', () => finishRequest(req, res, request, route));
+  return request;
+}
+
+/** Runs `fn` as the request: its id in every log line, its span the parent of spans inside. */
+export function runRequest<T>(request: RequestContext, fn: () => T): T {
+  const span = request.span;
+  return runInRequest(request, span ? () => runInSpan(span, fn) : fn);
+}
+
+/** `beginRequest` + `runRequest` as Express middleware, first in the chain. */
+export function requestTelemetry(req: IncomingMessage, res: ServerResponse, next: () => void): void {
+  runRequest(beginRequest(req, res), next);
+}
+
+/**
+ * The request's one line: `msg=request method=POST path=/token status=200 duration_ms=3.1
+ * request_id=…`. The path is scrubbed (no query values, no generated segments). `aborted=true`
+ * when the client went away before the response was complete.
+ */
+function finishRequest(req: IncomingMessage, res: ServerResponse, request: RequestContext, route?: string): void {
+  const method = req.method ?? 'GET';
+  const aborted = !res.writableFinished;
+  const target = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+  endRequestSpan(request.span, method, res.statusCode, route ?? expressRoute(req) ?? pathOf(target), aborted);
+  if (!isEnabled('info')) return;
+  write('info', 'request', {
+    method,
+    path: scrubPath(target),
+    status: res.statusCode,
+    duration_ms: Math.round((performance.now() - request.startedAt) * 10) / 10,
+    request_id: request.requestId,
+    trace_id: request.span?.spanContext().traceId,
+    aborted: aborted || undefined,
+  });
+}
+
+/** Express's matched route, with its mount point: `/interaction/:uid`. Undefined outside Express. */
+function expressRoute(req: IncomingMessage): string | undefined {
+  const { route, baseUrl } = req as { route?: { path?: unknown }; baseUrl?: string };
+  return typeof route?.path === 'string' ? `${baseUrl ?? ''}${route.path}` : undefined;
+}
+
+function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  return q === -1 ? target : target.slice(0, q);
+}

@@ -1,0 +1,61 @@
+import { createRequire } from 'node:module';
+import { trace } from '@opentelemetry/api';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
+import { NodeSDK, resources } from '@opentelemetry/sdk-node';
+import { installTracing } from './tracing-handle.ts';
+import type { TracingSettings } from './tracing-settings.ts';
+
+/** The instrumentation scope our own spans are reported under. */
+export const TRACER_NAME = 'mcp-remote-auth-proxy';
+
+/**
+ * Starts the SDK for traces only. Loaded by the preload when tracing is on, never otherwise.
+ *
+ * - Traces only: metrics and logs readers are given empty lists, or the SDK would start OTLP
+ *   metric and log exporters of its own from the same endpoint.
+ * - No HTTP auto-instrumentation: the request span and the MCP call span are made by hand (see
+ *   spans.ts). instrumentation-http wraps every request and response, parses headers into
+ *   attributes (URLs with their query strings among them) and spans every outbound call, the
+ *   identity provider's token requests included; on `/mcp`, where the proxy's own work is small,
+ *   that is most of the cost, for less information than the manual spans carry.
+ * - Redis commands are spanned (ioredis), under a request only (`requireParentSpan`): the
+ *   subscriber's and health checks' commands would otherwise be traces of their own.
+ * - Resource: service name, the host (the dyno) and OTEL_RESOURCE_ATTRIBUTES. Not the process
+ *   detector: it exports the command line, which is the operator's, not ours to publish.
+ */
+export function startTracing(settings: Extract<TracingSettings, { enabled: true }>): void {
+  const sdk = new NodeSDK({
+    serviceName: settings.serviceName,
+    traceExporter: new OTLPTraceExporter(),
+    metricReaders: [],
+    logRecordProcessors: [],
+    resourceDetectors: [resources.envDetector, resources.hostDetector],
+    instrumentations: [
+      new IORedisInstrumentation({
+        requireParentSpan: true,
+        // Command name only. The default serializer keeps arguments of many commands (all of
+        // EVAL's, SET's key, and so on): values are sealed tokens and grant records, and keys
+        // embed hashed token ids — neither belongs in a tracing backend (R23).
+        dbStatementSerializer: (command) => command,
+      }),
+    ],
+  });
+  sdk.start();
+  // The store imports ioredis as an ES module; the instrumentation patches it through require.
+  // Requiring it here, after the patch is in place, loads the one shared copy patched, and the
+  // store's import then finds it in the module cache.
+  createRequire(import.meta.url)('ioredis');
+  installTracing({
+    tracer: trace.getTracer(TRACER_NAME),
+    shutdown: (deadlineMs) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(0, deadlineMs));
+        timer.unref();
+        sdk
+          .shutdown()
+          .then(resolve, resolve)
+          .finally(() => clearTimeout(timer));
+      }),
+  });
+}

@@ -1,0 +1,34 @@
+import type { Tracer } from '@opentelemetry/api';
+
+/**
+ * What the tracing preload hands to the rest of the process: the tracer, and how to flush.
+ *
+ * Kept on `globalThis`, not in a module variable: the preload and the application may load this
+ * file under different URLs (`--import ./dist/…/tracing.js` with `lib/main.ts`, a test importing
+ * the span API directly), and must still agree on whether tracing is on. The OpenTelemetry API
+ * keeps its own globals the same way, for the same reason.
+ */
+export interface TracingHandle {
+  readonly tracer: Tracer;
+  /** Exports what is buffered and stops the SDK; resolves once done or `deadlineMs` has passed. */
+  shutdown(deadlineMs: number): Promise<void>;
+}
+
+const HANDLE = Symbol.for('mcp-remote-auth-proxy.tracing');
+
+export function installTracing(handle: TracingHandle): void {
+  (globalThis as Record<symbol, unknown>)[HANDLE] = handle;
+}
+
+/** Undefined when the preload did not start tracing (disabled, no endpoint, or no preload). */
+export function tracingHandle(): TracingHandle | undefined {
+  return (globalThis as Record<symbol, TracingHandle | undefined>)[HANDLE];
+}
+
+/**
+ * Flushes buffered spans before the process exits, within the shutdown deadline: a collector that
+ * does not answer must not hold the dyno past its SIGKILL. Nothing to do when tracing is off.
+ */
+export async function shutdownTracing(deadlineMs: number): Promise<void> {
+  await tracingHandle()?.shutdown(deadlineMs);
+}
