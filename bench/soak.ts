@@ -4,7 +4,7 @@
  *
  * Everything real and on this machine: the proxy as its web process (lib/main.ts), a Redis of its
  * own (never the shared one), the development identity provider issuing 15-second upstream tokens,
- * the example MCP server as a separate process. Load: users logging in, refreshing their tokens,
+ * the example MCP server as the proxy's supervised child (MCP_SERVER_RUN_COMMAND). Load: users logging in, refreshing their tokens,
  * calling tools, and streaming (slow_count answers as an event stream).
  *
  * Asserted at the end (exit code 1 otherwise):
@@ -14,6 +14,7 @@
  * - its open file descriptors (/proc/<pid>/fd) are flat: at most a few more than after warm-up.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -64,6 +65,30 @@ function record(what: string, status: number, detail?: string): void {
 const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 const openFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 
+/** Every process below `pid` (the MCP server the proxy started, and whatever it started). */
+function descendants(pid: number): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const found: number[] = [];
+  const visit = (parent: number) => {
+    for (const [child, ppid] of parents) {
+      if (ppid !== parent) continue;
+      found.push(child);
+      visit(child);
+    }
+  };
+  visit(pid);
+  return found;
+}
+
 function spawnNode(args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string } {
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
     cwd: ROOT,
@@ -76,15 +101,13 @@ function spawnNode(args: string[], env: NodeJS.ProcessEnv): { child: ChildProces
   return { child, output: () => output };
 }
 
-async function waitFor(url: string, what: string, output: () => string): Promise<void> {
+async function waitFor(url: string, what: string, output: () => string, ok = false): Promise<void> {
   for (let i = 0; i < 300; i++) {
-    if (
-      await fetch(url).then(
-        () => true,
-        () => false,
-      )
-    )
-      return;
+    const up = await fetch(url).then(
+      (res) => !ok || res.ok,
+      () => false,
+    );
+    if (up) return;
     await sleep(100);
   }
   throw new Error(`${what} did not come up:\n${output()}`);
@@ -232,16 +255,17 @@ async function main(): Promise<void> {
     accessTokenTtl: 15,
   });
   const mcpPort = await freePort();
-  const startMcp = () => spawnNode(['lib/dev/example-mcp-server.ts'], { PORT: String(mcpPort), LOG_LEVEL: 'warn' });
-  let mcp = startMcp();
-  await waitFor(`http://127.0.0.1:${mcpPort}/mcp`, 'the example MCP server', mcp.output);
 
   const proxy = spawnNode(['lib/main.ts'], {
     BASE_URL: baseUrl,
     PORT: String(port),
     LOCAL_INSECURE: 'true',
     LOG_LEVEL: 'warn',
+    // The MCP server as the proxy's own child, supervised (restarted when it dies).
     MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+    MCP_SERVER_RUN_COMMAND: process.execPath,
+    MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
+    MCP_SERVER_RUN_ENV_JSON: JSON.stringify({ PORT: String(mcpPort) }),
     IDENTITY_SERVER_URL: idp.issuer,
     IDENTITY_CLIENT_ID: idp.clientId,
     IDENTITY_CLIENT_SECRET: idp.clientSecret,
@@ -252,7 +276,7 @@ async function main(): Promise<void> {
     MAX_REQUESTS: '1000000',
   });
   const pid = proxy.child.pid!;
-  await waitFor(`${baseUrl}/.well-known/oauth-protected-resource`, 'the proxy', proxy.output);
+  await waitFor(`${baseUrl}/readyz`, 'the proxy', proxy.output, true);
 
   const users = Array.from({ length: USERS }, (_, n) => user(n, baseUrl));
   const at = (fraction: number) => started + fraction * SECONDS * 1000;
@@ -277,13 +301,13 @@ async function main(): Promise<void> {
   await until(at(0.7));
   const mcpFault: Fault = { name: 'MCP server kill', from: Date.now(), to: 0, allows: new Set([502, 503, 404, 0]) };
   faults.push(mcpFault);
-  mcp.child.kill('SIGKILL');
-  console.log('MCP server killed');
-  await sleep(1_000);
-  mcp = startMcp();
-  await waitFor(`http://127.0.0.1:${mcpPort}/mcp`, 'the example MCP server', mcp.output);
+  const killed = descendants(pid);
+  for (const child of killed) process.kill(child, 'SIGKILL');
+  console.log(`MCP server killed (pid ${killed.join(', ')})`);
+  await sleep(200);
+  await waitFor(`${baseUrl}/readyz`, 'the restarted MCP server', proxy.output, true);
   mcpFault.to = Date.now();
-  console.log('MCP server started again');
+  console.log(`MCP server restarted by the proxy after ${((mcpFault.to - mcpFault.from) / 1000).toFixed(1)} s`);
 
   await until(started + SECONDS * 1000);
   const end = { rss: rssKiB(pid), fds: openFds(pid) };
@@ -291,7 +315,7 @@ async function main(): Promise<void> {
   await Promise.all(users);
 
   proxy.child.kill('SIGTERM');
-  mcp.child.kill('SIGKILL');
+  await once(proxy.child, 'exit');
   await idp.close();
   await redis.close();
 
@@ -316,6 +340,10 @@ async function main(): Promise<void> {
     console.log(
       `  ${fault.name}: ${((fault.to - fault.from) / 1000).toFixed(1)} s, ${during.length} failed (${statuses})`,
     );
+    // SOAK_VERBOSE=1 lists them: when each came after the fault began, what, status, detail.
+    if (process.env.SOAK_VERBOSE) {
+      for (const o of during) console.log(`    +${o.at - fault.from} ms ${o.what} ${o.status} ${o.detail ?? ''}`);
+    }
   }
   const ratio = end.rss / warm.rss;
   console.log(`  proxy RSS: ${warm.rss} KiB after warm-up, ${end.rss} KiB at the end (×${ratio.toFixed(2)})`);
