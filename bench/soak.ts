@@ -10,7 +10,8 @@
  * Asserted at the end (exit code 1 otherwise):
  * - no request failed except the 503s, 502s and lost MCP sessions the two faults allow, and only
  *   while they last (plus a short grace);
- * - the proxy's RSS at the end is at most 1.2× its RSS after warm-up;
+ * - the proxy's RSS at the end is at most 1.2× its RSS after warm-up, both taken right after a
+ *   full garbage collection (bench/memory-probe.ts), its heap printed beside it;
  * - its open file descriptors (/proc/<pid>/fd) are flat: at most a few more than after warm-up.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -89,8 +90,12 @@ function descendants(pid: number): number[] {
   return found;
 }
 
-function spawnNode(args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+function spawnNode(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  nodeArgs: string[] = [],
+): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -256,26 +261,42 @@ async function main(): Promise<void> {
   });
   const mcpPort = await freePort();
 
-  const proxy = spawnNode(['lib/main.ts'], {
-    BASE_URL: baseUrl,
-    PORT: String(port),
-    LOCAL_INSECURE: 'true',
-    LOG_LEVEL: 'warn',
-    // The MCP server as the proxy's own child, supervised (restarted when it dies).
-    MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
-    MCP_SERVER_RUN_COMMAND: process.execPath,
-    MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
-    MCP_SERVER_RUN_ENV_JSON: JSON.stringify({ PORT: String(mcpPort) }),
-    IDENTITY_SERVER_URL: idp.issuer,
-    IDENTITY_CLIENT_ID: idp.clientId,
-    IDENTITY_CLIENT_SECRET: idp.clientSecret,
-    IDENTITY_SCOPE: 'openid profile offline_access',
-    OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
-    MCP_AUTH_PROXY_REDIS_URL: redis.url,
-    // All load comes from one address: the soak measures survival, not the abuse limits.
-    MAX_REQUESTS: '1000000',
-  });
+  const proxy = spawnNode(
+    ['lib/main.ts'],
+    {
+      BASE_URL: baseUrl,
+      PORT: String(port),
+      LOCAL_INSECURE: 'true',
+      LOG_LEVEL: 'warn',
+      // The MCP server as the proxy's own child, supervised (restarted when it dies).
+      MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+      MCP_SERVER_RUN_COMMAND: process.execPath,
+      MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
+      MCP_SERVER_RUN_ENV_JSON: JSON.stringify({ PORT: String(mcpPort) }),
+      IDENTITY_SERVER_URL: idp.issuer,
+      IDENTITY_CLIENT_ID: idp.clientId,
+      IDENTITY_CLIENT_SECRET: idp.clientSecret,
+      IDENTITY_SCOPE: 'openid profile offline_access',
+      OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+      MCP_AUTH_PROXY_REDIS_URL: redis.url,
+      // All load comes from one address: the soak measures survival, not the abuse limits.
+      MAX_REQUESTS: '1000000',
+    },
+    ['--expose-gc', '--import', './bench/memory-probe.ts'],
+  );
   const pid = proxy.child.pid!;
+  /** Heap after a full collection in the proxy, in KiB (bench/memory-probe.ts). */
+  const probes: Array<{ rss: number; heapUsed: number }> = [];
+  proxy.child.stderr!.on('data', (chunk: Buffer) => {
+    for (const match of chunk.toString().matchAll(/memory-probe (\{.*\})/g)) probes.push(JSON.parse(match[1]!));
+  });
+  const heapAfterGc = async (): Promise<{ rss: number; heapUsed: number }> => {
+    const seen = probes.length;
+    process.kill(pid, 'SIGUSR2');
+    for (let i = 0; i < 50 && probes.length === seen; i++) await sleep(100);
+    if (probes.length === seen) throw new Error('the proxy did not report its heap');
+    return probes[probes.length - 1]!;
+  };
   await waitFor(`${baseUrl}/readyz`, 'the proxy', proxy.output, true);
 
   const users = Array.from({ length: USERS }, (_, n) => user(n, baseUrl));
@@ -284,9 +305,17 @@ async function main(): Promise<void> {
     while (Date.now() < time) await sleep(Math.min(1_000, time - Date.now()));
   };
 
+  // RSS every 10 s, printed at the end: a plateau and a steady climb look alike in two samples.
+  const series: number[] = [];
+  const sampler = setInterval(() => series.push(Math.round(rssKiB(pid) / 1024)), 10_000);
+
   await until(started + WARM_UP_SECONDS * 1000);
-  const warm = { rss: rssKiB(pid), fds: openFds(pid), at: Date.now() };
-  console.log(`warm-up done after ${WARM_UP_SECONDS} s: proxy RSS ${warm.rss} KiB, ${warm.fds} open fds`);
+  const warmHeap = await heapAfterGc();
+  // RSS right after a full collection at both points: garbage not yet collected is no growth.
+  const warm = { rss: warmHeap.rss, fds: openFds(pid), heap: warmHeap.heapUsed };
+  console.log(
+    `warm-up done after ${WARM_UP_SECONDS} s: proxy RSS ${warm.rss} KiB, heap after GC ${warm.heap} KiB, ${warm.fds} open fds`,
+  );
 
   await until(at(0.4));
   const redisFault: Fault = { name: 'Redis restart', from: Date.now(), to: 0, allows: new Set([503, 0]) };
@@ -310,7 +339,9 @@ async function main(): Promise<void> {
   console.log(`MCP server restarted by the proxy after ${((mcpFault.to - mcpFault.from) / 1000).toFixed(1)} s`);
 
   await until(started + SECONDS * 1000);
-  const end = { rss: rssKiB(pid), fds: openFds(pid) };
+  const endHeap = await heapAfterGc();
+  const end = { rss: endHeap.rss, fds: openFds(pid), heap: endHeap.heapUsed };
+  clearInterval(sampler);
   stopping = true;
   await Promise.all(users);
 
@@ -348,6 +379,8 @@ async function main(): Promise<void> {
   const ratio = end.rss / warm.rss;
   console.log(`  proxy RSS: ${warm.rss} KiB after warm-up, ${end.rss} KiB at the end (×${ratio.toFixed(2)})`);
   console.log(`  open fds: ${warm.fds} after warm-up, ${end.fds} at the end`);
+  console.log(`  proxy heap after a full GC: ${warm.heap} KiB after warm-up, ${end.heap} KiB at the end`);
+  console.log(`  proxy RSS every 10 s (MiB): ${series.join(' ')}`);
 
   const problems: string[] = [];
   if (unexcused.length > 0) {
