@@ -122,7 +122,11 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   app.use(homeRoutes(deps));
   app.use(limitByAddress({ store: deps.store, config: config.rateLimit, log }));
   app.use(
-    interactionRoutes({ ...deps, csrfKey: deps.keys.csrfKey, grantSecretCookieKey: deps.keys.grantSecretCookieKey }),
+    interactionRoutes({
+      ...deps,
+      csrfKeys: deps.keys.csrfKeys,
+      grantSecretCookieKey: deps.keys.grantSecretCookieKeys[0],
+    }),
   );
   app.all([config.mcp.path, `${config.mcp.path}/*rest`], proxy);
   app.use(
@@ -135,7 +139,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   app.use(
     grantSecretContext({
       paths: { authorization: '/auth', token: '/token' },
-      cookieKey: deps.keys.grantSecretCookieKey,
+      cookieKeys: deps.keys.grantSecretCookieKeys,
       secure: new URL(config.baseUrl).protocol === 'https:',
       log,
     }),

@@ -117,7 +117,7 @@ export async function start(env: NodeJS.ProcessEnv = process.env, options: Start
 
     const views = createViews(config.provider.viewsPath, brandOf(config));
     const provider = createProvider({ config, store, keys, views, log });
-    const vault = createVault({ store, identity, key: keys.vaultKey, log });
+    const vault = createVault({ store, identity, keys: keys.vaultKeys, log });
     deleteVaultOnGrantRevoked(provider, vault, log);
     web = createWeb({ config, provider, identity, store, vault, views, keys, log, mcpServer });
     log.info('proxy ready', { url: config.baseUrl, mcp: config.mcp.resourceUrl });

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { exportJWK, generateKeyPair } from 'jose';
 import { createBrowser } from './helpers/browser.ts';
 import { codeFlow, mcpInitialize, pkce, registerClient, tokenRequest } from './helpers/oauth.ts';
-import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
+import { authorizeInBrowser, startStack, type Stack, useStack } from './helpers/stack.ts';
 
 /** Authorization-server clauses of SPEC.md, each proven against a running proxy. */
 describe('authorization server', function () {
@@ -322,11 +322,9 @@ describe('authorization server', function () {
 
 describe('R5: insufficient scope', function () {
   let stack: Stack;
-  before(async function () {
-    stack = await startStack({ redis: false, env: { PROVIDER_SCOPE: 'openid offline_access mcp:tools' } });
-  });
-  after(async function () {
-    await stack?.close();
+  useStack((started) => (stack = started), {
+    redis: false,
+    env: { PROVIDER_SCOPE: 'openid offline_access mcp:tools' },
   });
 
   it('answers 403 insufficient_scope naming every scope needed, and a token with it works', async function () {

@@ -208,6 +208,7 @@ describe('buildpack', function () {
       let dyno: Dyno | undefined;
       let baseUrl: string;
       let mcpPort: number;
+      let config: NodeJS.ProcessEnv;
 
       before(async function () {
         // The slug runs in /app, not where it was built: nothing may point back at BUILD_DIR.
@@ -224,7 +225,7 @@ describe('buildpack', function () {
         const web = (await processTypes(app)).web!;
         // Development mode with explicit configuration: production refuses the loopback http
         // identity provider this test uses, and nothing else differs for the buildpack.
-        dyno = startDyno(app, web, {
+        config = {
           // The app's own (other major) node first on PATH, as its buildpack's .profile.d puts it.
           PATH: `${join(app, '.heroku/node/bin')}:${SYSTEM_PATH}`,
           NODE_ENV: 'development',
@@ -243,9 +244,11 @@ describe('buildpack', function () {
           MCP_SERVER_RUN_COMMAND: `${PROXY}/node/bin/node`,
           MCP_SERVER_RUN_ARGS_JSON: JSON.stringify([`${PROXY}/dist/lib/dev/example-mcp-server.js`]),
           MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
-        });
-        // Heroku's limit for binding $PORT.
-        await waitForHttp(`${baseUrl}/.well-known/oauth-authorization-server`, dyno, 60_000);
+        };
+        dyno = startDyno(app, web, config);
+        // Heroku's limit for binding $PORT; then readiness (store, identity provider, MCP server).
+        await waitForHttp(`${baseUrl}/healthz`, dyno, 60_000);
+        await waitForHttp(`${baseUrl}/readyz`, dyno, 30_000, true);
       });
       after(async function () {
         if (dyno && dyno.child.exitCode === null && dyno.child.signalCode === null) {
@@ -287,6 +290,29 @@ describe('buildpack', function () {
           () => false,
         );
         expect(stillUp, 'MCP server still listening').to.equal(false);
+      });
+
+      it('the release process verifies that the MCP server launches, and exits 0', async function () {
+        const release = startDyno(app, (await processTypes(app)).release!, config);
+        expect(await release.exited, release.output()).to.equal(0);
+        expect(release.output()).to.contain('Verified release launches');
+        const stillUp = await fetch(`http://127.0.0.1:${mcpPort}/mcp`).then(
+          () => true,
+          () => false,
+        );
+        expect(stillUp, 'the verified MCP server was stopped again').to.equal(false);
+      });
+
+      it('the release process fails with one line when the MCP server cannot start', async function () {
+        const release = startDyno(app, (await processTypes(app)).release!, {
+          ...config,
+          MCP_SERVER_RUN_COMMAND: `${PROXY}/node/bin/node`,
+          MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['-e', 'process.exit(3)']),
+        });
+        expect(await release.exited).to.not.equal(0);
+        expect(release.output()).to.not.contain('Verified release launches');
+        expect(release.output()).to.match(/MCP server did not start/);
+        expect(release.output()).to.not.match(/\n\s+at /);
       });
     });
   });

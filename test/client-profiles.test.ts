@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { codeFlow, mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
-import { startStack, type Stack } from './helpers/stack.ts';
+import { type Stack, useStack } from './helpers/stack.ts';
 
 /**
  * Each popular MCP client, doing registration and the authorization code flow the way it really
@@ -8,12 +8,7 @@ import { startStack, type Stack } from './helpers/stack.ts';
  */
 describe('client profiles', function () {
   let stack: Stack;
-  before(async function () {
-    stack = await startStack({ redis: false });
-  });
-  after(async function () {
-    await stack?.close();
-  });
+  useStack((started) => (stack = started), { redis: false });
 
   async function assertWorks(accessToken: string) {
     const res = await mcpInitialize(stack.mcpUrl, accessToken);

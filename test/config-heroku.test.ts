@@ -1,32 +1,14 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { expect } from 'chai';
 import { loadConfig } from '../lib/config/index.ts';
-import {
-  EC_KEY,
-  expectProblem,
-  fixture,
-  messageOf,
-  problemsOf,
-  production,
-  useConfigFixture,
-} from './helpers/config-env.ts';
+import { EC_KEY, fixture, production, useConfigFixture, writeHerokuIdentityMetadata } from './helpers/config-env.ts';
+import { expectProblem, messageOf, problemsOf, warningsOf } from './helpers/config-problems.ts';
 
 /** The Heroku MCP auth proxy's settings, with the meanings, units and defaults it gives them. */
 describe('configuration: settings of the Heroku MCP auth proxy', () => {
   useConfigFixture();
 
   it('loads a production environment written the Heroku proxy’s way', () => {
-    const metadata = join(fixture.tmp, 'heroku_identity_metadata.json');
-    writeFileSync(
-      metadata,
-      JSON.stringify({
-        issuer: 'https://identity.example.com/',
-        authorization_endpoint: 'https://identity.example.com/oauth/authorize',
-        token_endpoint: 'https://identity.example.com/oauth/token',
-        scopes_supported: 'global',
-      }),
-    );
+    const metadata = writeHerokuIdentityMetadata('heroku_identity_metadata.json');
     const config = loadConfig({
       NODE_ENV: 'production',
       DYNO: 'web.1',
@@ -302,12 +284,12 @@ describe('configuration: settings of the Heroku MCP auth proxy', () => {
 
   describe('unknown variables', () => {
     it('names the Heroku proxy settings that have no effect here', () => {
-      const warnings = loadConfig({
+      const warnings = warningsOf({
         TOKEN_REFRESH_STRATEGY: 'proactive',
         REFRESH_BUFFER_MINUTES: '5',
         IDENTITY_UNIQUE_CALLBACK_PATH: '/interaction/:uid/identity/callback',
         MCP_SERVER_PORT: '3000',
-      }).warnings.join('\n');
+      });
       for (const name of ['TOKEN_REFRESH_STRATEGY', 'REFRESH_BUFFER_MINUTES', 'IDENTITY_UNIQUE_CALLBACK_PATH']) {
         expect(warnings).to.include(`${name} is a setting of the Heroku MCP auth proxy that has no effect`);
       }
@@ -316,12 +298,8 @@ describe('configuration: settings of the Heroku MCP auth proxy', () => {
     });
 
     it('does not take the buildpack’s build-time variables for typos, but still catches a misspelt BRANDING_', () => {
-      const warnings = loadConfig({
-        MCP_PROXY_VERSION: 'latest',
-        MCP_PROXY_DOWNLOAD_METHOD: 'git',
-        MCP_PROXY_GIT_REF: 'main',
-        BRANDING_TITEL: 'x',
-      }).warnings.join('\n');
+      const buildTime = { MCP_PROXY_VERSION: 'latest', MCP_PROXY_DOWNLOAD_METHOD: 'git', MCP_PROXY_GIT_REF: 'main' };
+      const warnings = warningsOf({ ...buildTime, BRANDING_TITEL: 'x' });
       expect(warnings).not.to.include('MCP_PROXY_');
       expect(warnings).to.include('BRANDING_TITEL is set but is not a variable this proxy reads: a typo?');
     });

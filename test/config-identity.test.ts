@@ -2,7 +2,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { loadConfig } from '../lib/config/index.ts';
-import { expectProblem, fixture, problemsOf, production, useConfigFixture } from './helpers/config-env.ts';
+import { fixture, production, useConfigFixture, writeHerokuIdentityMetadata } from './helpers/config-env.ts';
+import { expectProblem, problemsOf } from './helpers/config-problems.ts';
 
 describe('configuration: identity provider', () => {
   useConfigFixture();
@@ -40,16 +41,7 @@ describe('configuration: identity provider', () => {
 
     it('accepts both when they name the same issuer, as the Heroku proxy template sets them; the file is used', () => {
       // Heroku Identity's metadata writes its issuer with a trailing slash, the URL without.
-      const file = join(fixture.tmp, 'heroku-identity.json');
-      writeFileSync(
-        file,
-        JSON.stringify({
-          issuer: 'https://identity.example.com/',
-          authorization_endpoint: 'https://identity.example.com/oauth/authorize',
-          token_endpoint: 'https://identity.example.com/oauth/token',
-          scopes_supported: 'global',
-        }),
-      );
+      const file = writeHerokuIdentityMetadata('heroku-identity.json');
       const identity = loadConfig(
         production({
           IDENTITY_SERVER_URL: 'https://identity.example.com',

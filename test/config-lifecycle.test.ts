@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { loadConfig } from '../lib/config/index.ts';
-import { expectProblem, production, useConfigFixture } from './helpers/config-env.ts';
+import { production, useConfigFixture } from './helpers/config-env.ts';
+import { expectProblem } from './helpers/config-problems.ts';
 
 describe('configuration: process lifecycle', () => {
   useConfigFixture();

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { loadConfig } from '../lib/config/index.ts';
-import { expectProblem, problemsOf, production, useConfigFixture } from './helpers/config-env.ts';
+import { production, useConfigFixture } from './helpers/config-env.ts';
+import { expectProblem, problemsOf } from './helpers/config-problems.ts';
 
 describe('configuration: limits and CIMD', () => {
   useConfigFixture();

@@ -1,7 +1,8 @@
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { loadConfig } from '../lib/config/index.ts';
-import { expectProblem, fixture, problemsOf, production, useConfigFixture } from './helpers/config-env.ts';
+import { fixture, production, useConfigFixture } from './helpers/config-env.ts';
+import { expectProblem, problemsOf } from './helpers/config-problems.ts';
 
 describe('configuration: MCP server', () => {
   useConfigFixture();

@@ -1,52 +1,17 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { loadConfig } from '../lib/config/index.ts';
 import { startMcpServer, type McpServerProcess } from '../lib/mcp-server/process.ts';
+import { freePort } from './helpers/stack.ts';
+import { canConnect, eventually, isAlive } from './helpers/web-process.ts';
 
 /**
  * MCP_SERVER_RUN_COMMAND in the two forms of the Heroku proxy's documentation, run as real child
  * processes: a shell command line, and a program with JSON arguments and a JSON environment
  * holding a number.
  */
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /** Listens on LISTEN_PORT (or PORT) and records its pid and working directory in state.json. */
 const SERVER = `
@@ -74,7 +39,19 @@ describe('configuration: MCP_SERVER_RUN_COMMAND with a real child process', () =
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const state = () => JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as Record<string, unknown>;
+  /** What the server recorded in state.json, once it is listening (a read may catch the file half-written). */
+  async function serverState(): Promise<Record<string, unknown>> {
+    let state: Record<string, unknown> | undefined;
+    await eventually(() => {
+      try {
+        state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as Record<string, unknown>;
+        return typeof state.pid === 'number';
+      } catch {
+        return false;
+      }
+    });
+    return state!;
+  }
 
   it('runs a shell command line verbatim (cd, &&, NAME=value) and stop() ends the server it started', async () => {
     const port = await freePort();
@@ -86,14 +63,7 @@ describe('configuration: MCP_SERVER_RUN_COMMAND with a real child process', () =
 
     const child = await startMcpServer({ run: config.mcp.run!, url: config.mcp.serverUrl, env: process.env });
     started.push(child);
-    await eventually(() => {
-      try {
-        return typeof state().pid === 'number';
-      } catch {
-        return false;
-      }
-    });
-    const server = state();
+    const server = await serverState();
     expect(server.cwd).to.equal(dir);
     // The shell forked the server: without signalling the group, stop() would orphan it.
     expect(server.pid).not.to.equal(child.pid);
@@ -117,14 +87,7 @@ describe('configuration: MCP_SERVER_RUN_COMMAND with a real child process', () =
 
     const child = await startMcpServer({ run: config.mcp.run!, url: config.mcp.serverUrl, env: process.env });
     started.push(child);
-    await eventually(() => {
-      try {
-        return typeof state().pid === 'number';
-      } catch {
-        return false;
-      }
-    });
-    expect(state()).to.deep.equal({ pid: child.pid, cwd: dir, port: String(port) });
+    expect(await serverState()).to.deep.equal({ pid: child.pid, cwd: dir, port: String(port) });
     await child.stop();
     expect(await canConnect(port)).to.equal(false);
   });

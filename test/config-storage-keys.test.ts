@@ -1,16 +1,8 @@
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { loadConfig } from '../lib/config/index.ts';
-import {
-  EC_KEY,
-  JWKS,
-  expectProblem,
-  fixture,
-  messageOf,
-  privateJwk,
-  production,
-  useConfigFixture,
-} from './helpers/config-env.ts';
+import { EC_KEY, fixture, JWKS, privateJwk, production, useConfigFixture } from './helpers/config-env.ts';
+import { expectProblem, messageOf } from './helpers/config-problems.ts';
 
 describe('configuration: Redis and the authorization server', () => {
   useConfigFixture();

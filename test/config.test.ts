@@ -4,15 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { ConfigError, loadConfig } from '../lib/config/index.ts';
 import { VARIABLES, renderVariablesMarkdown } from '../lib/config/variables.ts';
-import {
-  EC_KEY,
-  expectProblem,
-  fixture,
-  messageOf,
-  problemsOf,
-  production,
-  useConfigFixture,
-} from './helpers/config-env.ts';
+import { EC_KEY, fixture, production, UNSET_SETTINGS, useConfigFixture } from './helpers/config-env.ts';
+import { expectProblem, messageOf, problemsOf } from './helpers/config-problems.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -57,20 +50,7 @@ describe('configuration', () => {
           clientSecret: 'client-secret',
           scope: 'openid',
         },
-        proxy: { maxBodyBytes: 4194304, allowedOrigins: [] },
-        cimd: { allowedHosts: [] },
-        telemetry: {
-          enabled: false,
-          tracesEndpoint: undefined,
-          headers: {},
-          serviceName: 'unnamed_mcp_remote_auth_proxy',
-        },
-        rateLimit: { maxRequests: 60, windowMs: 60000 },
-        branding: { title: undefined, faviconUrl: undefined },
-        callbackPath: '/interaction/identity/callback',
-        appName: undefined,
-        shutdownTimeoutMs: 25000,
-        verifyRelease: false,
+        ...UNSET_SETTINGS,
         warnings: [],
       });
       expect(config.mcp.serverUrl.href).to.equal('http://127.0.0.1:8080/mcp');
@@ -133,20 +113,7 @@ describe('configuration', () => {
         redis: undefined,
         provider: { jwks: undefined, viewsPath: undefined, scopes: ['openid', 'offline_access'] },
         identity: undefined,
-        proxy: { maxBodyBytes: 4194304, allowedOrigins: [] },
-        cimd: { allowedHosts: [] },
-        telemetry: {
-          enabled: false,
-          tracesEndpoint: undefined,
-          headers: {},
-          serviceName: 'unnamed_mcp_remote_auth_proxy',
-        },
-        rateLimit: { maxRequests: 60, windowMs: 60000 },
-        branding: { title: undefined, faviconUrl: undefined },
-        callbackPath: '/interaction/identity/callback',
-        appName: undefined,
-        shutdownTimeoutMs: 25000,
-        verifyRelease: false,
+        ...UNSET_SETTINGS,
         warnings: config.warnings,
       });
       expect(config.mcp.serverUrl.href).to.equal('http://127.0.0.1:3001/mcp');

@@ -4,7 +4,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createBrowser, parseForms, type Browser, type Page } from './helpers/browser.ts';
 import { authorizationUrl, pkce, registerClient } from './helpers/oauth.ts';
-import { startStack, type Stack } from './helpers/stack.ts';
+import { type Stack, useStack } from './helpers/stack.ts';
 import { consentKey, consentRedirectUri } from '../lib/interactions/consent.ts';
 
 const CALLBACK = '/interaction/identity/callback';
@@ -38,13 +38,7 @@ const isConsentPage = (page: Page) => page.status === 200 && page.body.includes(
 
 describe('consent (R19) and the consent page', function () {
   let stack: Stack;
-
-  before(async function () {
-    stack = await startStack();
-  });
-  after(async function () {
-    await stack?.close();
-  });
+  useStack((started) => (stack = started));
 
   async function register(metadata: Record<string, unknown> = {}): Promise<RegisteredClient> {
     const res = await registerClient(stack.baseUrl, {

@@ -3,7 +3,7 @@ import type { Client, KoaContextWithOIDC } from 'oidc-provider';
 import { clientBasedCors } from '../lib/auth-server/cors.ts';
 import { createBrowser } from './helpers/browser.ts';
 import { authorizationUrl, pkce } from './helpers/oauth.ts';
-import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
+import { authorizeInBrowser, type Stack, useStack } from './helpers/stack.ts';
 
 /** Where MCP Inspector's page lives, and the redirect URI it registers there. */
 const INSPECTOR = 'http://localhost:6274';
@@ -18,13 +18,7 @@ interface Answer {
 
 describe('CORS for browser-based MCP clients (MCP Inspector)', function () {
   let stack: Stack;
-
-  before(async function () {
-    stack = await startStack({ redis: false, env: { MCP_PROXY_ALLOWED_ORIGINS: INSPECTOR } });
-  });
-  after(async function () {
-    await stack?.close();
-  });
+  useStack((started) => (stack = started), { redis: false, env: { MCP_PROXY_ALLOWED_ORIGINS: INSPECTOR } });
 
   async function send(
     method: string,

@@ -16,6 +16,7 @@ import {
   startStack,
   TestOAuthClient,
   type Stack,
+  useStack,
 } from './helpers/stack.ts';
 
 interface WhoAmI {
@@ -238,12 +239,7 @@ describe('end to end: an MCP client logs in through the proxy and calls tools', 
 
 describe('registration of native clients', function () {
   let stack: Stack;
-  before(async function () {
-    stack = await startStack({ redis: false });
-  });
-  after(async function () {
-    await stack?.close();
-  });
+  useStack((started) => (stack = started), { redis: false });
 
   it('accepts loopback redirects and private-use schemes', async function () {
     const res = await register(stack.baseUrl, {

@@ -1,8 +1,8 @@
-import { connect, createServer, type Server } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { once } from 'node:events';
 import { expect } from 'chai';
 import { freePort, freePortPair } from './helpers/stack.ts';
-import { eventually, isAlive, sleep, WebProcess } from './helpers/web-process.ts';
+import { canConnect, eventually, isAlive, sleep, WebProcess } from './helpers/web-process.ts';
 
 /** Start-up as the platform sees it, through the real entry point: port first, then readiness. */
 
@@ -12,17 +12,6 @@ const mcpScript = (delayMs: number) =>
 async function get(url: string): Promise<{ status: number; headers: Headers; body: string }> {
   const response = await fetch(url);
   return { status: response.status, headers: response.headers, body: await response.text() };
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 describe('start-up (lib/main.ts)', function () {
@@ -57,7 +46,7 @@ describe('start-up (lib/main.ts)', function () {
     expect(proxy.stdout + proxy.stderr).to.not.contain('mcp-child-started');
     // Nothing touched the store: no connection attempt was logged (a start-up warning may name Redis).
     expect(proxy.stdout + proxy.stderr).to.not.match(/redis connection error|ECONNREFUSED|store ready/i);
-    expect(await accepts(mcpPort)).to.equal(false);
+    expect(await canConnect(mcpPort)).to.equal(false);
   });
 
   it('answers 503 with Retry-After until ready, /healthz at once, and /readyz names each check', async function () {
@@ -114,7 +103,7 @@ describe('start-up (lib/main.ts)', function () {
       stdio: 'ignore',
     });
     try {
-      await eventually(() => accepts(redisPort), 10_000);
+      await eventually(() => canConnect(redisPort), 10_000);
       const port = await freePortPair();
       const proxy = new WebProcess({
         PORT: String(port),
@@ -161,7 +150,7 @@ describe('release verification (MCP_AUTH_PROXY_VERIFY_RELEASE=true)', function (
     expect(isAlive(mcpPid), 'the MCP server is stopped').to.equal(false);
     // Nothing was served: release verification never binds PORT.
     expect(proxy.stdout).to.not.contain('msg="proxy listening"');
-    expect(await accepts(port)).to.equal(false);
+    expect(await canConnect(port)).to.equal(false);
   });
 
   it('fails with one line when the MCP server does not start', async function () {

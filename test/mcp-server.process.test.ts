@@ -10,6 +10,8 @@ import {
   startMcpServer,
   type McpServerProcess,
 } from '../lib/mcp-server/process.ts';
+import { freePort } from './helpers/stack.ts';
+import { canConnect, eventually, isAlive } from './helpers/web-process.ts';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const exampleServer = fileURLToPath(new URL('../lib/dev/example-mcp-server.ts', import.meta.url));
@@ -30,42 +32,6 @@ function capturingLogger(lines: Line[], base: Record<string, unknown> = {}): Log
     error: write,
     child: (f) => capturingLogger(lines, { ...base, ...f }),
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function eventually(check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 function node(script: string, env: Record<string, string> = {}): McpRunConfig {

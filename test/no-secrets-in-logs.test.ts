@@ -107,13 +107,15 @@ describe('R23: no token, code, secret or cookie reaches a log line', function ()
       }
     }
     const derived = deriveKeyMaterial(jwks);
-    for (const [name, key] of Object.entries({
-      csrfKey: derived.csrfKey,
-      vaultKey: derived.vaultKey,
-      grantSecretCookieKey: derived.grantSecretCookieKey,
+    for (const [name, ring] of Object.entries({
+      csrfKeys: derived.csrfKeys,
+      vaultKeys: derived.vaultKeys,
+      grantSecretCookieKeys: derived.grantSecretCookieKeys,
     })) {
-      for (const encoding of ['base64url', 'base64', 'hex'] as const) {
-        secrets.add(`configuration derived ${name}`, key.toString(encoding));
+      for (const key of ring) {
+        for (const encoding of ['base64url', 'base64', 'hex'] as const) {
+          secrets.add(`configuration derived ${name}`, key.toString(encoding));
+        }
       }
     }
     derived.cookieKeys.forEach((key) => secrets.add('configuration derived cookie key', key));

@@ -11,7 +11,7 @@ import { DEV_STORE_FILE, developmentJwks, devStoreFile } from '../lib/store/dev-
 import { createMemoryStore } from '../lib/store/index.ts';
 import { captureLogs } from '../lib/telemetry/log.ts';
 import { createBrowser } from './helpers/browser.ts';
-import { authorizationUrl, codeFlow, registerClient } from './helpers/oauth.ts';
+import { authorizationUrl, codeFlow, registerNativeClient } from './helpers/oauth.ts';
 import { freePort } from './helpers/stack.ts';
 
 const MAIN = new URL('../lib/main.ts', import.meta.url).pathname;
@@ -80,14 +80,7 @@ describe('development store: a restart of the zero-config proxy strands no clien
     const baseUrl = `http://localhost:${port}`;
     let proxy = await startProxy(cwd, port, mcpUrl);
     try {
-      const registration = await registerClient(baseUrl, {
-        client_name: 'Inspector',
-        redirect_uris: [REDIRECT],
-        token_endpoint_auth_method: 'none',
-        application_type: 'native',
-      });
-      expect(registration.status).to.equal(201);
-      const clientId = registration.body.client_id!;
+      const clientId = await registerNativeClient(baseUrl, 'Inspector', REDIRECT);
       const browser = createBrowser();
       const before = await codeFlow({ baseUrl, clientId, redirectUri: REDIRECT, browser });
       expect(before.token.status, JSON.stringify(before.token.body)).to.equal(200);

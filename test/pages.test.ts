@@ -3,84 +3,89 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { createBrowser } from './helpers/browser.ts';
-import { authorizationUrl, registerClient } from './helpers/oauth.ts';
-import { startStack, type Stack } from './helpers/stack.ts';
+import { authorizationUrl, registerNativeClient } from './helpers/oauth.ts';
+import { startStack, type Stack, useStack } from './helpers/stack.ts';
 
 const REDIRECT = 'http://127.0.0.1:33418/callback';
 
-async function register(stack: Stack): Promise<string> {
-  const res = await registerClient(stack.baseUrl, {
-    client_name: 'Pages Client',
-    redirect_uris: [REDIRECT],
-    token_endpoint_auth_method: 'none',
-    application_type: 'native',
-  });
-  expect(res.status).to.equal(201);
-  return res.body.client_id!;
-}
+const register = (stack: Stack) => registerNativeClient(stack.baseUrl, 'Pages Client', REDIRECT);
 
-describe('the home page and the icon', function () {
+/** The home page and the dev identity provider's login page, on one stack without Redis. */
+describe('pages of a development stack', function () {
   let stack: Stack;
-  before(async function () {
-    stack = await startStack({ redis: false });
-  });
-  after(async function () {
-    await stack?.close();
-  });
+  useStack((started) => (stack = started), { redis: false });
 
-  it('a program gets JSON: the MCP URL and the metadata links, which resolve', async function () {
-    const res = await fetch(`${stack.baseUrl}/`, { headers: { accept: 'application/json' } });
-    expect(res.status).to.equal(200);
-    expect(res.headers.get('vary')).to.match(/accept/i);
-    const body = (await res.json()) as Record<string, string>;
-    expect(body).to.deep.equal({
-      name: new URL(stack.baseUrl).host,
-      mcp_url: stack.mcpUrl,
-      protected_resource_metadata: `${stack.baseUrl}/.well-known/oauth-protected-resource/mcp`,
-      authorization_server_metadata: `${stack.baseUrl}/.well-known/oauth-authorization-server`,
+  describe('the home page and the icon', function () {
+    it('a program gets JSON: the MCP URL and the metadata links, which resolve', async function () {
+      const res = await fetch(`${stack.baseUrl}/`, { headers: { accept: 'application/json' } });
+      expect(res.status).to.equal(200);
+      expect(res.headers.get('vary')).to.match(/accept/i);
+      const body = (await res.json()) as Record<string, string>;
+      expect(body).to.deep.equal({
+        name: new URL(stack.baseUrl).host,
+        mcp_url: stack.mcpUrl,
+        protected_resource_metadata: `${stack.baseUrl}/.well-known/oauth-protected-resource/mcp`,
+        authorization_server_metadata: `${stack.baseUrl}/.well-known/oauth-authorization-server`,
+      });
+      for (const link of [body.protected_resource_metadata!, body.authorization_server_metadata!]) {
+        expect((await fetch(link)).status, link).to.equal(200);
+      }
+      // curl's `*/*` is a program too.
+      const any = await fetch(`${stack.baseUrl}/`, { headers: { accept: '*/*' } });
+      expect(any.headers.get('content-type')).to.match(/^application\/json/);
     });
-    for (const link of [body.protected_resource_metadata!, body.authorization_server_metadata!]) {
-      expect((await fetch(link)).status, link).to.equal(200);
-    }
-    // curl's `*/*` is a program too.
-    const any = await fetch(`${stack.baseUrl}/`, { headers: { accept: '*/*' } });
-    expect(any.headers.get('content-type')).to.match(/^application\/json/);
+
+    it('a browser gets a page naming the service, the MCP URL and how to connect, nothing more', async function () {
+      const page = await createBrowser().get(`${stack.baseUrl}/`);
+      expect(page.status).to.equal(200);
+      expect(page.headers.get('content-security-policy')).to.contain("default-src 'none'");
+      expect(page.headers.get('content-security-policy')).to.contain("frame-ancestors 'none'");
+      const host = new URL(stack.baseUrl).host;
+      expect(page.body).to.contain(`<h1>Connect to ${host}</h1>`);
+      expect(page.body).to.contain(`claude mcp add --transport http ${host.replace(':', '-')} ${stack.mcpUrl}`);
+      expect(page.body).to.contain('"mcpServers"');
+      expect(page.body).to.contain('"servers"');
+      for (const secret of [stack.env.IDENTITY_CLIENT_SECRET!, stack.env.IDENTITY_CLIENT_ID!, stack.idp.issuer]) {
+        expect(page.body).to.not.contain(secret);
+      }
+    });
+
+    it('serves an icon at /favicon.ico and at the URL the pages link to', async function () {
+      for (const path of ['/favicon.ico', '/favicon.svg']) {
+        const res = await fetch(`${stack.baseUrl}${path}`);
+        expect(res.status, path).to.equal(200);
+        expect(res.headers.get('content-type'), path).to.match(/^image\/svg\+xml/);
+      }
+      const page = await createBrowser().get(`${stack.baseUrl}/`);
+      expect(page.body).to.contain('<link rel="icon" href="/favicon.svg">');
+    });
   });
 
-  it('a browser gets a page naming the service, the MCP URL and how to connect, nothing more', async function () {
-    const page = await createBrowser().get(`${stack.baseUrl}/`);
-    expect(page.status).to.equal(200);
-    expect(page.headers.get('content-security-policy')).to.contain("default-src 'none'");
-    expect(page.headers.get('content-security-policy')).to.contain("frame-ancestors 'none'");
-    const host = new URL(stack.baseUrl).host;
-    expect(page.body).to.contain(`<h1>Connect to ${host}</h1>`);
-    expect(page.body).to.contain(`claude mcp add --transport http ${host.replace(':', '-')} ${stack.mcpUrl}`);
-    expect(page.body).to.contain('"mcpServers"');
-    expect(page.body).to.contain('"servers"');
-    for (const secret of [stack.env.IDENTITY_CLIENT_SECRET!, stack.env.IDENTITY_CLIENT_ID!, stack.idp.issuer]) {
-      expect(page.body).to.not.contain(secret);
-    }
-  });
-
-  it('serves an icon at /favicon.ico and at the URL the pages link to', async function () {
-    for (const path of ['/favicon.ico', '/favicon.svg']) {
-      const res = await fetch(`${stack.baseUrl}${path}`);
-      expect(res.status, path).to.equal(200);
-      expect(res.headers.get('content-type'), path).to.match(/^image\/svg\+xml/);
-    }
-    const page = await createBrowser().get(`${stack.baseUrl}/`);
-    expect(page.body).to.contain('<link rel="icon" href="/favicon.svg">');
+  describe('the development identity provider login page', function () {
+    it('has a labelled field, an inline icon, and the pages’ security headers', async function () {
+      const clientId = await register(stack);
+      const browser = createBrowser();
+      const consent = await browser.follow(authorizationUrl(stack.baseUrl, clientId, REDIRECT));
+      const login = await browser.submitForm(consent.body, consent.url);
+      expect(login.url.startsWith(stack.idp.issuer)).to.equal(true);
+      expect(login.body).to.contain('<label for="login">User name</label>');
+      expect(login.body).to.contain('<link rel="icon" href="data:image/svg+xml,');
+      expect(login.headers.get('content-security-policy')).to.contain("frame-ancestors 'none'");
+      expect(login.headers.get('content-security-policy')).to.contain('img-src data:');
+      const empty = await browser.submitForm(login.body, login.url, { login: ' ' });
+      expect(empty.status).to.equal(400);
+      expect(empty.body).to.contain('role="alert"');
+      expect(empty.body).to.contain('aria-invalid="true"');
+    });
   });
 });
 
 describe('branding: BRANDING_TITLE and BRANDING_FAVICON', function () {
   let stack: Stack;
   const icon = 'https://cdn.example.com/acme.ico';
-  before(async function () {
-    stack = await startStack({ redis: false, env: { BRANDING_TITLE: 'Acme <Tools>', BRANDING_FAVICON: icon } });
-  });
-  after(async function () {
-    await stack?.close();
+  useStack((started) => (stack = started), {
+    redis: false,
+    env: { BRANDING_TITLE: 'Acme <Tools>', BRANDING_FAVICON: icon },
   });
 
   it('names the service on the consent page and uses the icon, which the CSP allows', async function () {
@@ -147,31 +152,5 @@ describe('OIDC_PROVIDER_VIEWS_PATH with the Heroku auth proxy view names', funct
     } finally {
       await stack.close();
     }
-  });
-});
-
-describe('the development identity provider login page', function () {
-  let stack: Stack;
-  before(async function () {
-    stack = await startStack({ redis: false });
-  });
-  after(async function () {
-    await stack?.close();
-  });
-
-  it('has a labelled field, an inline icon, and the pages’ security headers', async function () {
-    const clientId = await register(stack);
-    const browser = createBrowser();
-    const consent = await browser.follow(authorizationUrl(stack.baseUrl, clientId, REDIRECT));
-    const login = await browser.submitForm(consent.body, consent.url);
-    expect(login.url.startsWith(stack.idp.issuer)).to.equal(true);
-    expect(login.body).to.contain('<label for="login">User name</label>');
-    expect(login.body).to.contain('<link rel="icon" href="data:image/svg+xml,');
-    expect(login.headers.get('content-security-policy')).to.contain("frame-ancestors 'none'");
-    expect(login.headers.get('content-security-policy')).to.contain('img-src data:');
-    const empty = await browser.submitForm(login.body, login.url, { login: ' ' });
-    expect(empty.status).to.equal(400);
-    expect(empty.body).to.contain('role="alert"');
-    expect(empty.body).to.contain('aria-invalid="true"');
   });
 });

@@ -118,7 +118,7 @@ describe('R18: production serves every endpoint over HTTPS only (X-Forwarded-Pro
       exchange: unreachable('exchange'),
       refresh: unreachable('refresh'),
     };
-    const vault = createVault({ store, identity, key: keys.vaultKey, log });
+    const vault = createVault({ store, identity, keys: keys.vaultKeys, log });
     const { listener } = createWeb({ config, provider, identity, store, vault, views, keys, log });
     web = http.createServer(listener).listen(0, '127.0.0.1');
     await once(web, 'listening');

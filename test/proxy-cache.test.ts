@@ -6,6 +6,7 @@ import type { Caller } from '../lib/proxy/authenticate.ts';
 import { HotPathCache } from '../lib/proxy/cache.ts';
 import { start, type RunningProxy } from '../lib/start.ts';
 import { EchoUpstream } from './helpers/echo-upstream.ts';
+import { revokeToken } from './helpers/oauth.ts';
 import { json, login, send } from './helpers/proxy.ts';
 import { freePort, startStack, type Stack } from './helpers/stack.ts';
 import { StoreCommands } from './helpers/store-commands.ts';
@@ -69,10 +70,10 @@ describe('/mcp proxy hot path: in-process cache, invalidated across instances', 
     const { token, oauth } = await login(stack.mcpUrl, 'dave');
     await warm(stack.mcpUrl, token);
     await warm(secondUrl, token);
-    const revoked = await fetch(`${stack.baseUrl}/token/revocation`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ token, token_type_hint: 'access_token', client_id: oauth.info!.client_id }),
+    const revoked = await revokeToken(stack.baseUrl, {
+      token,
+      token_type_hint: 'access_token',
+      client_id: oauth.info!.client_id,
     });
     expect(revoked.status).to.equal(200);
     expect((await call(secondUrl, token)).status).to.equal(401);
@@ -83,10 +84,9 @@ describe('/mcp proxy hot path: in-process cache, invalidated across instances', 
     const { token, oauth } = await login(stack.mcpUrl, 'erin');
     await warm(stack.mcpUrl, token);
     await warm(secondUrl, token);
-    const revoked = await fetch(`${stack.baseUrl}/token/revocation`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ token: oauth.savedTokens!.refresh_token!, client_id: oauth.info!.client_id }),
+    const revoked = await revokeToken(stack.baseUrl, {
+      token: oauth.savedTokens!.refresh_token!,
+      client_id: oauth.info!.client_id,
     });
     expect(revoked.status).to.equal(200);
     expect((await call(secondUrl, token)).status).to.equal(401);
@@ -187,10 +187,9 @@ describe('/mcp proxy hot path with the in-memory store (development)', function 
     const { token, oauth } = await login(stack.mcpUrl, 'ivan');
     const call = () => send(stack.mcpUrl, { headers: ['Authorization', `Bearer ${token}`], body: Buffer.from('{}') });
     for (let i = 0; i < 3; i++) expect((await call()).status).to.equal(200);
-    const revoked = await fetch(`${stack.baseUrl}/token/revocation`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ token: oauth.savedTokens!.refresh_token!, client_id: oauth.info!.client_id }),
+    const revoked = await revokeToken(stack.baseUrl, {
+      token: oauth.savedTokens!.refresh_token!,
+      client_id: oauth.info!.client_id,
     });
     expect(revoked.status).to.equal(200);
     expect((await call()).status).to.equal(401);

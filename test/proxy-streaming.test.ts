@@ -3,22 +3,12 @@ import { once } from 'node:events';
 import http, { type IncomingMessage } from 'node:http';
 import { expect } from 'chai';
 import { deferred, FLOOD_CAP, sha256, type EchoUpstream } from './helpers/echo-upstream.ts';
-import { json, LIMIT, readUntil, send, startEchoStack, until, values } from './helpers/proxy.ts';
+import { json, LIMIT, readUntil, send, until, useEchoStack, values } from './helpers/proxy.ts';
 import type { Stack } from './helpers/stack.ts';
 
 describe('/mcp proxy: streaming, in front of a purpose-built upstream', function () {
-  let echo: EchoUpstream;
-  let stack: Stack;
-  let token: string;
-  let bearer: string[];
-
-  before(async function () {
-    ({ echo, stack, token, bearer } = await startEchoStack());
-  });
-  after(async function () {
-    await stack?.close();
-    await echo?.close();
-  });
+  let echo: EchoUpstream, stack: Stack, token: string, bearer: string[];
+  useEchoStack((running) => ({ echo, stack, token, bearer } = running));
 
   it('a non-JSON body with arbitrary bytes arrives byte-identical, with Content-Length or chunked', async function () {
     const body = Buffer.concat([Buffer.from([0x00, 0xff, 0xfe, 0x0d, 0x0a, 0xc3, 0x28, 0x80]), randomBytes(70_000)]);

@@ -3,7 +3,7 @@ import http, { type IncomingMessage } from 'node:http';
 import { expect } from 'chai';
 import type { EchoUpstream } from './helpers/echo-upstream.ts';
 import { MortalUpstream } from './helpers/mortal-upstream.ts';
-import { json, login, readUntil, send, startEchoStack } from './helpers/proxy.ts';
+import { json, login, readUntil, send, startEchoStack, useEchoStack } from './helpers/proxy.ts';
 import { freePort, startStack, type Stack } from './helpers/stack.ts';
 import { startWeb, type Web } from './helpers/web.ts';
 
@@ -28,18 +28,8 @@ async function readToEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promi
 }
 
 describe('/mcp proxy: an MCP server that fails mid-call (purpose-built upstream)', function () {
-  let echo: EchoUpstream;
-  let stack: Stack;
-  let token: string;
-  let bearer: string[];
-
-  before(async function () {
-    ({ echo, stack, token, bearer } = await startEchoStack());
-  });
-  after(async function () {
-    await stack?.close();
-    await echo?.close();
-  });
+  let stack: Stack, token: string, bearer: string[];
+  useEchoStack((running) => ({ stack, token, bearer } = running));
 
   const get = (path: string) => fetch(`${stack.mcpUrl}${path}`, { headers: { authorization: `Bearer ${token}` } });
 

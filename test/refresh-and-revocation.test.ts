@@ -6,7 +6,7 @@ import { openGraceRecord, REFRESH_GRACE_SECONDS } from '../lib/auth-server/refre
 import { hashId } from '../lib/store/hash.ts';
 import { createBrowser } from './helpers/browser.ts';
 import { LEGACY } from './helpers/legacy-records.ts';
-import { authorizationUrl, mcpInitialize, pkce, registerClient, tokenRequest } from './helpers/oauth.ts';
+import { authorizationUrl, mcpInitialize, pkce, registerClient, revokeToken, tokenRequest } from './helpers/oauth.ts';
 import { authorizeInBrowser, startStack, type Stack } from './helpers/stack.ts';
 
 interface TokenBody {
@@ -298,11 +298,7 @@ describe('refresh tokens (R14), revocation (RFC 7009) and no-store (R17)', funct
   async function revoke(client: Registered, value: string, hint?: string): Promise<Response> {
     const params: Record<string, string> = { token: value, ...auth(client) };
     if (hint) params.token_type_hint = hint;
-    return fetch(`${stack.baseUrl}/token/revocation`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams(params),
-    });
+    return revokeToken(stack.baseUrl, params);
   }
 
   describe('revocation (RFC 7009)', function () {

@@ -3,23 +3,12 @@ import { expect } from 'chai';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { connectClient, freePortPair, TestOAuthClient } from './helpers/stack.ts';
-import { eventually, isAlive, WebProcess } from './helpers/web-process.ts';
+import { canConnect, eventually, isAlive, WebProcess } from './helpers/web-process.ts';
 
 /**
  * SIGTERM on a deploy, through the real entry point in development mode (embedded identity
  * provider, the example MCP server as its child process): nothing in flight is dropped.
  */
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 /** A keep-alive connection that has finished one request and sits idle; resolves when the server closes it. */
 async function idleConnection(port: number): Promise<{ socket: Socket; closed: Promise<void> }> {
@@ -82,7 +71,7 @@ describe('shutdown on SIGTERM (lib/main.ts)', function () {
 
     await idle.closed;
     expect(finished, 'the idle connection closed before the call ended').to.equal(false);
-    await eventually(async () => !(await accepts(port)));
+    await eventually(async () => !(await canConnect(port)));
     expect(finished, 'new connections refused while the call runs').to.equal(false);
 
     const result = (await call) as { content: { text: string }[] };

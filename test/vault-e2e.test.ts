@@ -142,8 +142,8 @@ describe('vault and proxy end to end: refresh, failure policy, no leaks', functi
     prefix = stack.env.MCP_AUTH_PROXY_REDIS_KEY_PREFIX!;
     sideStore = redisStore(prefix);
     await sideStore.check();
-    const key = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).vaultKey;
-    sideVault = createVault({ store: sideStore, identity: new FakeIdentity(), key, log });
+    const keys = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).vaultKeys;
+    sideVault = createVault({ store: sideStore, identity: new FakeIdentity(), keys, log });
   });
   afterEach(function () {
     stack.idp.setTokenEndpointFailure(undefined);
@@ -322,8 +322,8 @@ describe('vault end to end: an upstream whose access tokens live 15 s', function
       const [vaultKey] = [...(await dumpPrefix(prefix)).keys()].filter((k) => k.startsWith(`${prefix}vault:`));
       const sideStore = redisStore(prefix);
       try {
-        const key = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).vaultKey;
-        const sideVault = createVault({ store: sideStore, identity: new FakeIdentity(), key, log });
+        const keys = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).vaultKeys;
+        const sideVault = createVault({ store: sideStore, identity: new FakeIdentity(), keys, log });
         const entry = await sideVault.get(
           vaultKey!.slice(`${prefix}vault:`.length),
           grantSecretOf(oauth.savedTokens!.access_token)!,

@@ -39,7 +39,7 @@ describe('vault: upstream credentials at rest', function () {
   before(async function () {
     store = redisStore(prefix);
     await store.check();
-    vault = createVault({ store, identity: new FakeIdentity(), key: root, log });
+    vault = createVault({ store, identity: new FakeIdentity(), keys: [root], log });
   });
   after(async function () {
     await store?.close();
@@ -88,7 +88,7 @@ describe('vault: upstream credentials at rest', function () {
   it('a record sealed under another root key (OIDC_PROVIDER_JWKS rotated) is treated as absent', async function () {
     const grantId = random();
     await vault.put(grantId, secret, entryWith());
-    const rotated = createVault({ store, identity: new FakeIdentity(), key: randomBytes(32), log });
+    const rotated = createVault({ store, identity: new FakeIdentity(), keys: [randomBytes(32)], log });
     expect(await rotated.get(grantId, secret)).to.equal(undefined);
     const sealed = (await store.get(vaultKeyFor(grantId)))!;
     expect(await open(randomBytes(32), grantId, secret, sealed)).to.deep.equal({ ok: false, reason: 'other-key' });
@@ -155,7 +155,7 @@ describe('vault: upstream credentials at rest', function () {
     });
 
     // Through the store, as a deployment finds it.
-    const legacyVault = createVault({ store, identity: new FakeIdentity(), key: LEGACY.root, log });
+    const legacyVault = createVault({ store, identity: new FakeIdentity(), keys: [LEGACY.root], log });
     await store.set(vaultKeyFor(LEGACY.grantId), LEGACY.vaultV3, 3600);
     const found = (await legacyVault.get(LEGACY.grantId, legacySecret))!;
     expect(found.credentials.accessToken).to.equal(LEGACY.entry.credentials.accessToken);
@@ -223,12 +223,12 @@ describe('vault: upstream credentials at rest', function () {
     const { ephemeralJwks } = await import('../lib/auth-server/keys.ts');
     const keys = deriveKeyMaterial(await ephemeralJwks());
     const others = [
-      keys.csrfKey.toString('base64url'),
+      keys.csrfKeys[0].toString('base64url'),
       ...keys.cookieKeys,
-      keys.grantSecretCookieKey.toString('base64url'),
+      keys.grantSecretCookieKeys[0].toString('base64url'),
     ];
-    expect(others).to.not.include(keys.vaultKey.toString('base64url'));
-    expect(keys.vaultKey.length).to.equal(32);
+    expect(others).to.not.include(keys.vaultKeys[0].toString('base64url'));
+    expect(keys.vaultKeys[0].length).to.equal(32);
   });
 
   it('credentials handed out never serialise or inspect with their tokens', async function () {

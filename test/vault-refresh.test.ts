@@ -30,8 +30,8 @@ describe('vault: single-flight refresh across processes', function () {
 
   /** Two vaults on two connections to one Redis: two proxy processes, as far as the vault can tell. */
   const processes = (options: Partial<VaultDeps> = {}): [Vault, Vault] => [
-    createVault({ store: stores[0]!, identity: idp, key: root, log, ...options }),
-    createVault({ store: stores[1]!, identity: idp, key: root, log, ...options }),
+    createVault({ store: stores[0]!, identity: idp, keys: [root], log, ...options }),
+    createVault({ store: stores[1]!, identity: idp, keys: [root], log, ...options }),
   ];
 
   before(async function () {

@@ -62,7 +62,7 @@ describe('vault records open only with the server key and a live token of their 
     prefix = stack.env.MCP_AUTH_PROXY_REDIS_KEY_PREFIX!;
     redis = new Redis(process.env.TEST_REDIS_URL!);
     sideStore = createRedisStore({ url: process.env.TEST_REDIS_URL!, keyPrefix: prefix, tlsRejectUnauthorized: false });
-    root = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).vaultKey;
+    root = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).vaultKeys[0];
     const identity = await createIdentityClient(
       {
         serverUrl: new URL(stack.idp.issuer),
@@ -73,7 +73,7 @@ describe('vault records open only with the server key and a live token of their 
       },
       { redirectUri: `${stack.baseUrl}/interaction/identity/callback`, allowInsecure: true },
     );
-    sideVault = createVault({ store: sideStore, identity, key: root, log });
+    sideVault = createVault({ store: sideStore, identity, keys: [root], log });
   });
   after(async function () {
     redis?.disconnect();
@@ -448,7 +448,7 @@ describe('vault records open only with the server key and a live token of their 
       const browser = createBrowser();
       const started = await untilResume(browser, clientId, 'cookie-niaj');
       const path = new URL(started.resumeUrl).pathname;
-      const key = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).grantSecretCookieKey;
+      const key = deriveKeyMaterial(JSON.parse(stack.env.OIDC_PROVIDER_JWKS!)).grantSecretCookieKeys[0];
       const line = await grantSecretCookie(key, {
         path,
         uid: path.split('/').at(-1)!,
@@ -521,12 +521,12 @@ describe('the resume cookie’s format', function () {
     });
     const value = valueOf(line);
     expect(decodeProtectedHeader(value)).to.include({ alg: 'dir', enc: 'A256GCM', ctx: uid });
-    const opened = await openGrantSecretCookie(LEGACY.cookieKey, uid, value);
+    const opened = await openGrantSecretCookie([LEGACY.cookieKey], uid, value);
     expect(opened?.grantId).to.equal(LEGACY.grantId);
     expect(opened?.secret.encode()).to.equal(LEGACY.grantSecret);
-    expect(await openGrantSecretCookie(LEGACY.cookieKey, 'another-interaction', value)).to.equal(undefined);
-    expect(await openGrantSecretCookie(randomBytes(32), uid, value)).to.equal(undefined);
-    expect(await openGrantSecretCookie(LEGACY.cookieKey, uid, flip(value))).to.equal(undefined);
+    expect(await openGrantSecretCookie([LEGACY.cookieKey], 'another-interaction', value)).to.equal(undefined);
+    expect(await openGrantSecretCookie([randomBytes(32)], uid, value)).to.equal(undefined);
+    expect(await openGrantSecretCookie([LEGACY.cookieKey], uid, flip(value))).to.equal(undefined);
 
     const expired = await grantSecretCookie(LEGACY.cookieKey, {
       path: `/auth/${uid}`,
@@ -537,15 +537,15 @@ describe('the resume cookie’s format', function () {
       secure: true,
     });
     await new Promise((resolve) => setTimeout(resolve, 1_100));
-    expect(await openGrantSecretCookie(LEGACY.cookieKey, uid, valueOf(expired))).to.equal(undefined);
+    expect(await openGrantSecretCookie([LEGACY.cookieKey], uid, valueOf(expired))).to.equal(undefined);
   });
 
   it('a cookie in format v1, written by the previous code, still opens, bound as before', async function () {
-    const opened = await openGrantSecretCookie(LEGACY.cookieKey, uid, LEGACY.cookieV1);
+    const opened = await openGrantSecretCookie([LEGACY.cookieKey], uid, LEGACY.cookieV1);
     expect(opened?.grantId).to.equal(LEGACY.grantId);
     expect(opened?.secret.encode()).to.equal(LEGACY.grantSecret);
-    expect(await openGrantSecretCookie(LEGACY.cookieKey, 'another-interaction', LEGACY.cookieV1)).to.equal(undefined);
-    expect(await openGrantSecretCookie(randomBytes(32), uid, LEGACY.cookieV1)).to.equal(undefined);
-    expect(await openGrantSecretCookie(LEGACY.cookieKey, uid, flip(LEGACY.cookieV1))).to.equal(undefined);
+    expect(await openGrantSecretCookie([LEGACY.cookieKey], 'another-interaction', LEGACY.cookieV1)).to.equal(undefined);
+    expect(await openGrantSecretCookie([randomBytes(32)], uid, LEGACY.cookieV1)).to.equal(undefined);
+    expect(await openGrantSecretCookie([LEGACY.cookieKey], uid, flip(LEGACY.cookieV1))).to.equal(undefined);
   });
 });

@@ -51,12 +51,12 @@ function sealing(key: Buffer, uid: string): Sealing {
 
 /**
  * The `Set-Cookie` value the upstream callback sends with its redirect to the resume endpoint.
- * Sealed (JWE, `lib/crypto/sealed-json.ts`) under a key derived from OIDC_PROVIDER_JWKS
- * (`KeyMaterial.grantSecretCookieKey`), bound to the interaction's uid: the browser holds G for a
- * moment without being able to read it, an altered cookie does not open, and a cookie of another
- * interaction does not open for this one. Only the browser that logged in has it (HttpOnly, scoped
- * to one resume path); SameSite=Lax still sends it on the top-level redirect back from the
- * identity provider.
+ * Sealed (JWE, `lib/crypto/sealed-json.ts`) under `key`, the first of
+ * `KeyMaterial.grantSecretCookieKeys` (derived from OIDC_PROVIDER_JWKS), bound to the
+ * interaction's uid: the browser holds G for a moment without being able to read it, an altered
+ * cookie does not open, and a cookie of another interaction does not open for this one. Only the
+ * browser that logged in has it (HttpOnly, scoped to one resume path); SameSite=Lax still sends it
+ * on the top-level redirect back from the identity provider.
  */
 export async function grantSecretCookie(key: Buffer, cookie: GrantSecretCookie): Promise<string> {
   const maxAge = Math.max(1, Math.floor(cookie.maxAgeSeconds));
@@ -85,8 +85,25 @@ function openV1(key: Buffer, uid: string, value: string): unknown {
   }
 }
 
-/** G and its grant from a cookie value, if it was made for interaction `uid` and has not expired. */
+/**
+ * G and its grant from a cookie value, if it was made for interaction `uid` and has not expired.
+ * Every key of `keys` is tried (`KeyMaterial.grantSecretCookieKeys`): a login that was under way
+ * when a signing key was added still resumes. The JWE's `kid` names its key, so the others are
+ * passed over without decrypting.
+ */
 export async function openGrantSecretCookie(
+  keys: readonly Buffer[],
+  uid: string,
+  value: string,
+): Promise<{ secret: GrantSecret; grantId: string } | undefined> {
+  for (const key of keys) {
+    const opened = await openWith(key, uid, value);
+    if (opened) return opened;
+  }
+  return undefined;
+}
+
+async function openWith(
   key: Buffer,
   uid: string,
   value: string,

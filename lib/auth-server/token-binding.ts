@@ -123,7 +123,8 @@ const STALE_LOGIN = 'the login could not be completed in this browser; start it 
 export interface GrantSecretContextOptions {
   /** oidc-provider's routes, as mounted: `/auth` (its resume is `/auth/:uid`) and `/token`. */
   paths: { authorization: string; token: string };
-  cookieKey: Buffer;
+  /** `KeyMaterial.grantSecretCookieKeys`: a cookie sealed under any of them opens. */
+  cookieKeys: readonly Buffer[];
   secure: boolean;
   log: Logger;
 }
@@ -153,7 +154,7 @@ function fromTokenRequest(body: unknown): Issuance {
  * resume endpoint inside the G of the request. Must come after the body parser of `/token`
  * (`clientPolicies`).
  */
-export function grantSecretContext({ paths, cookieKey, secure, log }: GrantSecretContextOptions): Router {
+export function grantSecretContext({ paths, cookieKeys, secure, log }: GrantSecretContextOptions): Router {
   const router = Router();
   // Normally parsed already by the client policies in front; body-parser skips a parsed body.
   const form = express.urlencoded({ extended: false, limit: '64kb' });
@@ -166,7 +167,7 @@ export function grantSecretContext({ paths, cookieKey, secure, log }: GrantSecre
     const values = cookieValues(req.headers.cookie, GRANT_SECRET_COOKIE);
     let context: Issuance = { refusal: { error: 'access_denied', description: STALE_LOGIN } };
     for (const value of values) {
-      const opened = await openGrantSecretCookie(cookieKey, uid, value);
+      const opened = await openGrantSecretCookie(cookieKeys, uid, value);
       if (opened) {
         // Cleared once the code carries G, not before: oidc-provider may answer this resume with
         // a detour and come back to it (a session of another account is ended first, through

@@ -40,7 +40,8 @@ export function parseJwksInput(text: string): JSONWebKeySet {
 
 /**
  * The new key goes first: oidc-provider signs with the first key of an algorithm, and keeps the
- * others to verify what they signed earlier.
+ * others to verify what they signed earlier. The secrets derived from the set follow the same
+ * order (`lib/auth-server/keys.ts`), so adding a key logs nobody out.
  */
 export async function addSigningKey(current: JSONWebKeySet): Promise<JSONWebKeySet> {
   let key = await newSigningKey();

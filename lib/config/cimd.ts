@@ -6,20 +6,11 @@ import type { CimdConfig } from './types.ts';
 /** CIMD_ALLOWED_HOSTS: which hosts may serve Client ID Metadata Documents. */
 export function checkCimd(source: Source): Checked<CimdConfig | undefined> {
   const c = new Collector(source);
-  let valid = true;
-  const allowedHosts = new Set<string>();
-  const raw = c.read('CIMD_ALLOWED_HOSTS');
-  for (const entry of (raw ?? '').split(',').map((e) => e.trim())) {
-    if (entry === '') continue;
+  const allowedHosts = c.readList('CIMD_ALLOWED_HOSTS', (entry) => {
     const problem = hostNameProblem(entry);
-    if (problem !== undefined) {
-      c.report('CIMD_ALLOWED_HOSTS', `${JSON.stringify(entry)} ${problem}`);
-      valid = false;
-    } else {
-      allowedHosts.add(hostName(entry));
-    }
-  }
-  return c.done(valid ? { allowedHosts: [...allowedHosts] } : undefined);
+    return problem === undefined ? { value: hostName(entry) } : { problem };
+  });
+  return c.done(allowedHosts === undefined ? undefined : { allowedHosts });
 }
 
 /** RFC 1123 labels, after IDNA mapping: letters, digits, inner hyphens, 1–63 characters each. */

@@ -76,6 +76,27 @@ export class Collector {
     return value;
   }
 
+  /**
+   * A comma-separated list of public values (hosts, origins: entries are quoted in problems):
+   * entries trimmed, empty ones skipped, each kept once in the form `parse` gives it. Undefined
+   * when any entry is refused, each refusal reported.
+   */
+  readList(name: string, parse: (entry: string) => { value: string } | { problem: string }): string[] | undefined {
+    const values = new Set<string>();
+    let valid = true;
+    for (const entry of (this.read(name) ?? '').split(',').map((e) => e.trim())) {
+      if (entry === '') continue;
+      const parsed = parse(entry);
+      if ('problem' in parsed) {
+        this.report(name, `${JSON.stringify(entry)} ${parsed.problem}`);
+        valid = false;
+      } else {
+        values.add(parsed.value);
+      }
+    }
+    return valid ? [...values] : undefined;
+  }
+
   /** Ends an area: its value with what was found on the way. */
   done<T>(value: T): Checked<T> {
     return { value, problems: this.problems, warnings: this.warnings };

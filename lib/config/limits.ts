@@ -46,23 +46,12 @@ export function checkRateLimit(source: Source): Checked<RateLimitConfig | undefi
 }
 
 function readAllowedOrigins(c: Collector): string[] | undefined {
-  let valid = true;
-  const allowedOrigins = new Set<string>();
-  const rawOrigins = c.read('MCP_PROXY_ALLOWED_ORIGINS');
-  for (const entry of (rawOrigins ?? '').split(',').map((e) => e.trim())) {
-    if (entry === '') continue;
+  return c.readList('MCP_PROXY_ALLOWED_ORIGINS', (entry) => {
     const origin = parseOrigin(entry);
-    if (origin === undefined) {
-      c.report(
-        'MCP_PROXY_ALLOWED_ORIGINS',
-        `${JSON.stringify(entry)} is not an origin scheme://host[:port] (http or https, no path)`,
-      );
-      valid = false;
-    } else {
-      allowedOrigins.add(origin);
-    }
-  }
-  return valid ? [...allowedOrigins] : undefined;
+    return origin === undefined
+      ? { problem: 'is not an origin scheme://host[:port] (http or https, no path)' }
+      : { value: origin };
+  });
 }
 
 /**

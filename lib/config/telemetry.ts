@@ -1,9 +1,8 @@
+import { DEFAULT_SERVICE_NAME } from '../telemetry/tracing-settings.ts';
 import { Collector, type Checked, type Source } from './collector.ts';
 import { parseHttpUrl } from './parse.ts';
 import type { TelemetryConfig } from './types.ts';
 
-/** The Heroku proxy's default, so traces of a migrated app keep landing under the same name. */
-const DEFAULT_SERVICE_NAME = 'unnamed_mcp_remote_auth_proxy';
 const SUPPORTED_PROTOCOL = 'http/protobuf';
 /** RFC 9110 §5.6.2 token: what a header name may be. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~\w]+$/;

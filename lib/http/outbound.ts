@@ -25,71 +25,69 @@ export class OutboundFetchRefused extends HttpError {
 
 // --- Addresses ----------------------------------------------------------------------------------
 
-interface Range {
-  readonly prefix: string;
-  readonly bits: number;
-  readonly kind: string;
-}
-
 /**
  * Special-use ranges (IANA IPv4 and IPv6 Special-Purpose Address Registries) an outbound fetch
  * must never reach: private networks and cloud metadata endpoints (169.254.169.254) above all.
  * IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4, Teredo) are refused whole, since
- * they are ways back into the IPv4 ranges.
+ * they are ways back into the IPv4 ranges. The first range that holds an address names its kind.
  */
-const IPV4_RANGES: readonly Range[] = [
-  { prefix: '0.0.0.0', bits: 8, kind: '"this network"' },
-  { prefix: '10.0.0.0', bits: 8, kind: 'private' },
-  { prefix: '100.64.0.0', bits: 10, kind: 'shared (CGNAT)' },
-  { prefix: '127.0.0.0', bits: 8, kind: 'loopback' },
-  { prefix: '169.254.0.0', bits: 16, kind: 'link-local' },
-  { prefix: '172.16.0.0', bits: 12, kind: 'private' },
-  { prefix: '192.0.0.0', bits: 24, kind: 'IETF protocol' },
-  { prefix: '192.0.2.0', bits: 24, kind: 'documentation' },
-  { prefix: '192.31.196.0', bits: 24, kind: 'AS112' },
-  { prefix: '192.52.193.0', bits: 24, kind: 'AMT' },
-  { prefix: '192.88.99.0', bits: 24, kind: '6to4 relay' },
-  { prefix: '192.168.0.0', bits: 16, kind: 'private' },
-  { prefix: '192.175.48.0', bits: 24, kind: 'AS112' },
-  { prefix: '198.18.0.0', bits: 15, kind: 'benchmarking' },
-  { prefix: '198.51.100.0', bits: 24, kind: 'documentation' },
-  { prefix: '203.0.113.0', bits: 24, kind: 'documentation' },
-  { prefix: '224.0.0.0', bits: 4, kind: 'multicast' },
-  { prefix: '240.0.0.0', bits: 4, kind: 'reserved' },
+const SPECIAL_USE: readonly (readonly [cidr: string, kind: string])[] = [
+  ['0.0.0.0/8', '"this network"'],
+  ['10.0.0.0/8', 'private'],
+  ['100.64.0.0/10', 'shared (CGNAT)'],
+  ['127.0.0.0/8', 'loopback'],
+  ['169.254.0.0/16', 'link-local'],
+  ['172.16.0.0/12', 'private'],
+  ['192.0.0.0/24', 'IETF protocol'],
+  ['192.0.2.0/24', 'documentation'],
+  ['192.31.196.0/24', 'AS112'],
+  ['192.52.193.0/24', 'AMT'],
+  ['192.88.99.0/24', '6to4 relay'],
+  ['192.168.0.0/16', 'private'],
+  ['192.175.48.0/24', 'AS112'],
+  ['198.18.0.0/15', 'benchmarking'],
+  ['198.51.100.0/24', 'documentation'],
+  ['203.0.113.0/24', 'documentation'],
+  ['224.0.0.0/4', 'multicast'],
+  ['240.0.0.0/4', 'reserved'],
+  ['::1/128', 'loopback'],
+  ['::/128', 'unspecified'],
+  ['::ffff:0:0/96', 'IPv4-mapped'],
+  ['::/96', 'IPv4-compatible'],
+  ['64:ff9b::/96', 'NAT64'],
+  ['64:ff9b:1::/48', 'NAT64'],
+  ['100::/64', 'discard-only'],
+  ['2001::/23', 'IETF protocol (Teredo)'],
+  ['2001:db8::/32', 'documentation'],
+  ['2002::/16', '6to4'],
+  ['2620:4f:8000::/48', 'AS112'],
+  ['3fff::/20', 'documentation'],
+  ['5f00::/16', 'SRv6'],
+  ['fc00::/7', 'unique-local'],
+  ['fe80::/10', 'link-local'],
+  ['fec0::/10', 'site-local'],
+  ['ff00::/8', 'multicast'],
 ];
 
-const IPV6_RANGES: readonly Range[] = [
-  { prefix: '::1', bits: 128, kind: 'loopback' },
-  { prefix: '::', bits: 128, kind: 'unspecified' },
-  { prefix: '::ffff:0:0', bits: 96, kind: 'IPv4-mapped' },
-  { prefix: '::', bits: 96, kind: 'IPv4-compatible' },
-  { prefix: '64:ff9b::', bits: 96, kind: 'NAT64' },
-  { prefix: '64:ff9b:1::', bits: 48, kind: 'NAT64' },
-  { prefix: '100::', bits: 64, kind: 'discard-only' },
-  { prefix: '2001::', bits: 23, kind: 'IETF protocol (Teredo)' },
-  { prefix: '2001:db8::', bits: 32, kind: 'documentation' },
-  { prefix: '2002::', bits: 16, kind: '6to4' },
-  { prefix: '2620:4f:8000::', bits: 48, kind: 'AS112' },
-  { prefix: '3fff::', bits: 20, kind: 'documentation' },
-  { prefix: '5f00::', bits: 16, kind: 'SRv6' },
-  { prefix: 'fc00::', bits: 7, kind: 'unique-local' },
-  { prefix: 'fe80::', bits: 10, kind: 'link-local' },
-  { prefix: 'fec0::', bits: 10, kind: 'site-local' },
-  { prefix: 'ff00::', bits: 8, kind: 'multicast' },
-];
-
-function blockLists(ranges: readonly Range[], type: 'ipv4' | 'ipv6') {
-  return ranges.map((range) => {
-    const list = new BlockList();
-    list.addSubnet(range.prefix, range.bits, type);
-    return { list, kind: range.kind };
-  });
+interface Range {
+  readonly list: BlockList;
+  readonly kind: string;
+  readonly type: 'ipv4' | 'ipv6';
 }
 
-const V4 = blockLists(IPV4_RANGES, 'ipv4');
-const V6 = blockLists(IPV6_RANGES, 'ipv6');
+function range(cidr: string, kind: string): Range {
+  const [prefix = '', bits] = cidr.split('/');
+  const type = isIP(prefix) === 4 ? 'ipv4' : 'ipv6';
+  const list = new BlockList();
+  list.addSubnet(prefix, Number(bits), type);
+  return { list, kind, type };
+}
+
+const RANGES = SPECIAL_USE.map(([cidr, kind]) => range(cidr, kind));
+const V4 = RANGES.filter((r) => r.type === 'ipv4');
+const V6 = RANGES.filter((r) => r.type === 'ipv6');
 /** 2000::/3: the only IPv6 addresses in use on the public internet. */
-const GLOBAL_UNICAST = blockLists([{ prefix: '2000::', bits: 3, kind: 'global unicast' }], 'ipv6')[0]!.list;
+const GLOBAL_UNICAST = range('2000::/3', 'global unicast').list;
 
 export interface AddressPolicy {
   /** Public (globally routed) addresses. */
@@ -160,7 +158,7 @@ type AgentConstructor = new (options: AgentOptions) => Dispatcher;
  * (oidc-provider's fetch_request.js finds it the same way). Without it no fetch could be checked,
  * so this fails at start-up rather than fetching unchecked, as oidc-provider would.
  */
-export function bundledAgent(): AgentConstructor {
+function bundledAgent(): AgentConstructor {
   void globalThis.Response;
   const slots = globalThis as unknown as Record<symbol, { constructor?: unknown } | undefined>;
   const global = slots[Symbol.for('undici.globalDispatcher.2')] ?? slots[Symbol.for('undici.globalDispatcher.1')];
@@ -176,7 +174,7 @@ export function bundledAgent(): AgentConstructor {
  * and where `lenientLoopback` (development only), for a loopback host name, an agent that accepts
  * self-signed certificates but can only ever reach loopback addresses.
  */
-export function checkedDispatchers(
+function checkedDispatchers(
   policy: AddressPolicy,
   lenientLoopback: boolean,
   resolve: Resolver = systemResolver,
@@ -316,7 +314,7 @@ async function fetchThrough(
 }
 
 /** The body, or a refusal once it exceeds `limit` bytes (decoded: a gzip bomb counts in full). */
-export async function readCapped(response: Response, limit: number): Promise<Buffer> {
+async function readCapped(response: Response, limit: number): Promise<Buffer> {
   const declared = Number(response.headers.get('content-length'));
   if (declared > limit) {
     await response.body?.cancel();

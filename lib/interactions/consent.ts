@@ -21,13 +21,13 @@ export interface ConsentRegistry {
  * a year asks again. Longer than a grant (30 days) on purpose — a grant expiring is a token
  * lifetime decision, not a reason to doubt the user's choice of application.
  */
-export const CONSENT_TTL = 365 * 24 * 60 * 60;
+const CONSENT_TTL = 365 * 24 * 60 * 60;
 
 /**
  * Bounds a record's size. A client with a new redirect URI per login (per-connector callbacks)
  * would otherwise grow it forever; the oldest URIs fall out and ask again.
  */
-export const MAX_REDIRECT_URIS = 50;
+const MAX_REDIRECT_URIS = 50;
 
 interface ConsentRecord {
   redirectUris: string[];

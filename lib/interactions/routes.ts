@@ -11,6 +11,7 @@ import { StoreUnavailableError, type Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { GrantSecret, type Vault } from '../vault/index.ts';
 import { grantSecretCookie } from '../auth-server/grant-secret-cookie.ts';
+import type { KeyRing } from '../auth-server/keys.ts';
 import type { Views } from '../views/index.ts';
 
 /** What we remember between the consent POST and the upstream callback (R20). */
@@ -36,7 +37,8 @@ export interface InteractionDeps {
   store: Store;
   vault: Vault;
   views: Views;
-  csrfKey: Buffer;
+  /** `KeyMaterial.csrfKeys`: the first makes tokens, each one verifies them. */
+  csrfKeys: KeyRing;
   /** Seals the grant secret on its way through the browser to the resume endpoint. */
   grantSecretCookieKey: Buffer;
   log: Logger;
@@ -45,20 +47,26 @@ export interface InteractionDeps {
 const epoch = (): number => Math.floor(Date.now() / 1000);
 
 export function interactionRoutes(deps: InteractionDeps): Router {
-  const { config, provider, identity, store, vault, views, csrfKey, grantSecretCookieKey, log } = deps;
+  const { config, provider, identity, store, vault, views, csrfKeys, grantSecretCookieKey, log } = deps;
   const router = Router();
   const form = express.urlencoded({ extended: false, limit: '8kb' });
   const consents = createConsentRegistry(store);
 
   // The interaction cookie already binds the form to this browser; the HMAC token is the
   // belt to those braces (R19), and holds even where a browser ignores SameSite.
-  const csrfFor = (uid: string): string => createHmac('sha256', csrfKey).update(`csrf:${uid}`).digest('base64url');
+  const csrfWith = (key: Buffer, uid: string): string =>
+    createHmac('sha256', key).update(`csrf:${uid}`).digest('base64url');
+  const csrfFor = (uid: string): string => csrfWith(csrfKeys[0], uid);
+  // A page rendered before a signing key was added carries a token of an older key: every key's
+  // token is compared, each in constant time, and no comparison is skipped.
   const assertCsrf = (req: Request, uid: string): void => {
     const sent = Buffer.from(typeof req.body?.csrf === 'string' ? req.body.csrf : '');
-    const expected = Buffer.from(csrfFor(uid));
-    if (sent.length !== expected.length || !timingSafeEqual(sent, expected)) {
-      throw loginError('csrf_mismatch');
+    let valid = false;
+    for (const key of csrfKeys) {
+      const expected = Buffer.from(csrfWith(key, uid));
+      valid = (sent.length === expected.length && timingSafeEqual(sent, expected)) || valid;
     }
+    if (!valid) throw loginError('csrf_mismatch');
   };
 
   const details = async (req: Request, res: Response) => {

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { sendJson } from '../http/json.ts';
 
 /**
  * `/healthz` and `/readyz`, and the gate in front of everything else until the proxy is ready.
@@ -18,8 +19,8 @@ export interface Check {
   state(): CheckState | Promise<CheckState>;
 }
 
-export const HEALTH_PATH = '/healthz';
-export const READY_PATH = '/readyz';
+const HEALTH_PATH = '/healthz';
+const READY_PATH = '/readyz';
 const RETRY_AFTER_SECONDS = '5';
 
 export interface Health {
@@ -49,12 +50,12 @@ export function createHealth(open: () => boolean, checks: readonly Check[]): Hea
       const path = (req.url ?? '/').split('?', 1)[0];
       if (path !== HEALTH_PATH && path !== READY_PATH) return false;
       if (req.method !== 'GET' && req.method !== 'HEAD') {
-        send(res, 405, { error: 'method_not_allowed' }, { Allow: 'GET, HEAD' });
+        sendJson(res, 405, { error: 'method_not_allowed' }, { Allow: 'GET, HEAD' });
         return true;
       }
       // The process is up and its event loop turns: that is all liveness means.
       if (path === HEALTH_PATH) {
-        send(res, 200, { status: 'up' });
+        sendJson(res, 200, { status: 'up' });
         return true;
       }
       void readiness().then((states) => {
@@ -63,12 +64,12 @@ export function createHealth(open: () => boolean, checks: readonly Check[]): Hea
           status: ready ? 'ready' : 'not_ready',
           checks: Object.fromEntries(Object.entries(states).map(([name, state]) => [name, { state }])),
         };
-        send(res, ready ? 200 : 503, body, ready ? {} : { 'Retry-After': RETRY_AFTER_SECONDS });
+        sendJson(res, ready ? 200 : 503, body, ready ? {} : { 'Retry-After': RETRY_AFTER_SECONDS });
       });
       return true;
     },
     notReady(res) {
-      send(
+      sendJson(
         res,
         503,
         { error: 'temporarily_unavailable', error_description: 'the proxy is starting; try again shortly' },
@@ -90,15 +91,4 @@ export function cached(probe: () => Promise<CheckState>, ttlMs = 1_000): () => P
     }
     return last.state;
   };
-}
-
-function send(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
-  const json = JSON.stringify(body);
-  res.writeHead(status, {
-    ...headers,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': String(Buffer.byteLength(json)),
-    'Cache-Control': 'no-store',
-  });
-  res.end(res.req.method === 'HEAD' ? undefined : json);
 }

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { sendJson } from '../http/json.ts';
 
 /** RFC 6750 §3 challenge parameters; quoted-string values cannot carry `"` or `\`. */
 export interface Challenge {
@@ -20,25 +21,9 @@ export function challengeHeader(resourceMetadataUrl: string, challenge: Challeng
   return `Bearer ${params.join(', ')}`;
 }
 
-/**
- * Every answer the proxy makes itself is a small JSON document for programs, never an HTML page
- * or a redirect. Plain Node, so the proxy runs with or without Express in front of it.
- */
-export function sendJson(
-  res: ServerResponse,
-  status: number,
-  body: { error: string; error_description: string },
-  headers: Record<string, string> = {},
-): void {
-  const json = JSON.stringify(body);
-  res.writeHead(status, {
-    ...headers,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': String(Buffer.byteLength(json)),
-    'Cache-Control': 'no-store',
-  });
-  res.end(json);
-}
+// Every answer the proxy makes itself is a small JSON document for programs, never an HTML page
+// or a redirect, written with plain Node so the proxy runs with or without Express in front of it.
+export { sendJson } from '../http/json.ts';
 
 /** 401 and 403 on `/mcp`: the challenge header clients discover us by (R2, R5), and a JSON body. */
 export function sendChallenge(

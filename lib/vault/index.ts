@@ -4,10 +4,11 @@ import { isLocked, poll, withLock } from '../store/lock.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import type { GrantSecret } from './grant-secret.ts';
-import { open, sameToken, seal, shield, type VaultEntry } from './seal.ts';
+import type { KeyRing } from '../auth-server/keys.ts';
+import { openUnder, sameToken, seal, shield, type VaultEntry } from './seal.ts';
 
 export { GrantSecret, grantSecretOf, tokenValueWith } from './grant-secret.ts';
-export { keyId, open, RECORD_TYPE, seal, type OpenFailure, type Opened, type VaultEntry } from './seal.ts';
+export { keyId, open, openUnder, RECORD_TYPE, seal, type OpenFailure, type Opened, type VaultEntry } from './seal.ts';
 
 /**
  * Upstream credentials, one sealed record per grant (R22: a grant is one user × one client, so two
@@ -43,8 +44,11 @@ export interface Vault {
 export interface VaultDeps {
   store: Store;
   identity: IdentityClient;
-  /** Root key (`KeyMaterial.vaultKey`, HKDF of OIDC_PROVIDER_JWKS). */
-  key: Buffer;
+  /**
+   * Root keys (`KeyMaterial.vaultKeys`, HKDF of each key of OIDC_PROVIDER_JWKS): the first seals
+   * every write, each opens the records it sealed.
+   */
+  keys: KeyRing;
   log: Logger;
   /** Upper bound of the early-refresh margin (`refreshAheadSeconds`). Default 60 s. */
   refreshAheadSeconds?: number;
@@ -85,7 +89,7 @@ export function refreshAheadSeconds(entry: VaultEntry, maxSeconds = REFRESH_AHEA
 const epoch = () => Math.floor(Date.now() / 1000);
 
 export function createVault(deps: VaultDeps): Vault {
-  const { store, identity, key, log } = deps;
+  const { store, identity, keys, log } = deps;
   const aheadMaxSeconds = deps.refreshAheadSeconds ?? REFRESH_AHEAD_MAX_SECONDS;
   const lockTtl = deps.lockTtlSeconds ?? 15;
   const handoffTimeoutMs = deps.handoffTimeoutMs ?? lockTtl * 1000;
@@ -100,21 +104,49 @@ export function createVault(deps: VaultDeps): Vault {
   const ahead = new Map<string, Promise<UpstreamCredentials | undefined>>();
   const flightKey = (grantId: string, secret: GrantSecret) => `${grantId}\0${secret.tag}`;
 
-  const get = async (grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined> => {
+  const read = async (
+    grantId: string,
+    secret: GrantSecret,
+  ): Promise<{ entry: VaultEntry; current: boolean } | undefined> => {
     const sealed = await store.get(vaultKeyFor(grantId));
     if (sealed === undefined) return undefined;
-    const opened = await open(key, grantId, secret, sealed);
-    if (opened.ok) return opened.entry;
+    const opened = await openUnder(keys, grantId, secret, sealed);
+    if (opened.ok) return opened;
     // Treated as absent: the user logs in again. Which case it was only matters to operators.
     if (opened.reason === 'other-key')
-      log.info('vault record sealed under another key (OIDC_PROVIDER_JWKS rotated?)', { grant_id: grantId });
+      log.info('vault record sealed under a key no longer in OIDC_PROVIDER_JWKS', { grant_id: grantId });
     else log.warn('vault record does not open; treating it as absent', { grant_id: grantId, reason: opened.reason });
     return undefined;
   };
 
+  const get = async (grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined> =>
+    (await read(grantId, secret))?.entry;
+
   const save = async (grantId: string, secret: GrantSecret, entry: VaultEntry): Promise<void> => {
     const ttl = Math.max(1, entry.expiresAt - epoch());
-    await store.set(vaultKeyFor(grantId), await seal(key, grantId, secret, entry), ttl);
+    await store.set(vaultKeyFor(grantId), await seal(keys[0], grantId, secret, entry), ttl);
+  };
+
+  /**
+   * A record sealed under an older root (a signing key was added in front since) is sealed again
+   * under the current one the first time its grant is used, so that retiring the old key later
+   * logs out only grants unused since the addition. Under the refresh lock, whose holders are the
+   * only other writers of an existing record: a refresh finishing meanwhile is never overwritten
+   * with the credentials it replaced. When the lock is taken, its holder writes under the current
+   * root anyway. Best effort: the record still opens as it is.
+   */
+  const reseal = async (grantId: string, secret: GrantSecret): Promise<void> => {
+    try {
+      await withLock(store, refreshLockKeyFor(grantId), lockTtl, async () => {
+        const record = await read(grantId, secret);
+        if (record && !record.current) await save(grantId, secret, record.entry);
+      });
+    } catch (error) {
+      log.warn('could not seal a vault record under the current key; it stays under its old one', {
+        grant_id: grantId,
+        error: (error as Error).message,
+      });
+    }
   };
 
   /** Fresh credentials from a login: when they were obtained sizes their early-refresh margin. */
@@ -226,7 +258,9 @@ export function createVault(deps: VaultDeps): Vault {
   };
 
   const getFresh = async (grantId: string, secret: GrantSecret): Promise<VaultEntry | undefined> => {
-    const entry = await get(grantId, secret);
+    const record = await read(grantId, secret);
+    if (record && !record.current) await reseal(grantId, secret);
+    const entry = record?.entry;
     const { accessToken, refreshToken, expiresAt } = entry?.credentials ?? {};
     if (!entry || !accessToken || !refreshToken || expiresAt === undefined || entry.upstreamRefusedAt !== undefined)
       return entry;

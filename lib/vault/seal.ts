@@ -51,9 +51,10 @@ function hkdf(ikm: Buffer, salt: Buffer, info: string, length: number): Buffer {
 }
 
 /**
- * Public fingerprint of the root key, written into every record (`kid`). It tells "sealed under a
- * key we no longer have" (OIDC_PROVIDER_JWKS rotated) apart from "altered", and reveals nothing
- * about the key: it is one more HKDF output under its own label.
+ * Public fingerprint of the root key, written into every record (`kid`). It names the root that
+ * opens the record (one per key of OIDC_PROVIDER_JWKS, `openUnder`), tells "sealed under a key
+ * since retired" apart from "altered", and reveals nothing about the key: it is one more HKDF
+ * output under its own label.
  */
 export function keyId(root: Buffer): string {
   return keyIdOf(root, `${LABEL} key id`);
@@ -144,6 +145,29 @@ export async function open(root: Buffer, grantId: string, secret: GrantSecret, s
   if (!isEntry(opened.value)) return { ok: false, reason: 'malformed' };
   shield(opened.value.credentials);
   return { ok: true, entry: opened.value };
+}
+
+/** `open`, and whether the record was sealed under the current root (the one `seal` uses). */
+export type OpenedUnder = { ok: true; entry: VaultEntry; current: boolean } | { ok: false; reason: OpenFailure };
+
+/**
+ * `open` under whichever of `roots` sealed the record: one root per key of OIDC_PROVIDER_JWKS, the
+ * first the current one (`KeyMaterial.vaultKeys`). The record's `kid` names its root, so the
+ * others answer `other-key` without decrypting; `other-key` overall means no root of ours
+ * sealed it (its key was retired).
+ */
+export async function openUnder(
+  roots: readonly Buffer[],
+  grantId: string,
+  secret: GrantSecret,
+  sealed: string,
+): Promise<OpenedUnder> {
+  for (const [index, root] of roots.entries()) {
+    const opened = await open(root, grantId, secret, sealed);
+    if (opened.ok) return { ...opened, current: index === 0 };
+    if (opened.reason !== 'other-key') return opened;
+  }
+  return { ok: false, reason: 'other-key' };
 }
 
 /**

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import type { Browser, Page, Response } from 'playwright-core';
 import { focusedId, focusVisible, launchChromium, screenshots, seriousViolations, tabTo } from '../helpers/chromium.ts';
-import { authorizationUrl, registerClient } from '../helpers/oauth.ts';
+import { authorizationUrl, registerNativeClient } from '../helpers/oauth.ts';
 import { startStack, type Stack } from '../helpers/stack.ts';
 
 /**
@@ -29,14 +29,7 @@ describe('the pages in a real browser', function () {
     callback.listen(0, '127.0.0.1');
     await once(callback, 'listening');
     const redirectUri = `http://127.0.0.1:${(callback.address() as AddressInfo).port}/callback`;
-    const registration = await registerClient(stack.baseUrl, {
-      client_name: 'Acme Desktop',
-      redirect_uris: [redirectUri],
-      token_endpoint_auth_method: 'none',
-      application_type: 'native',
-    });
-    expect(registration.status).to.equal(201);
-    client = { id: registration.body.client_id!, redirectUri };
+    client = { id: await registerNativeClient(stack.baseUrl, 'Acme Desktop', redirectUri), redirectUri };
     browser = await launchChromium();
   });
 

@@ -175,18 +175,21 @@ export function startDyno(appDir: string, command: string, env: NodeJS.ProcessEn
   return { child, output: () => output, exited };
 }
 
-/** Waits until `url` answers, or fails with the dyno's output if it exits or the time is up. */
-export async function waitForHttp(url: string, dyno: Dyno, timeoutMs: number): Promise<void> {
+/**
+ * Waits until `url` answers (with a 2xx when `ok` is asked for), or fails with the dyno's output if
+ * it exits or the time is up.
+ */
+export async function waitForHttp(url: string, dyno: Dyno, timeoutMs: number, ok = false): Promise<void> {
   let ended = false;
   void dyno.exited.then(() => (ended = true));
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && !ended) {
-    try {
-      await fetch(url);
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    const answered = await fetch(url).then(
+      (response) => !ok || response.ok,
+      () => false,
+    );
+    if (answered) return;
+    await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`${url} did not answer (${ended ? 'the process exited' : 'timed out'}):\n${dyno.output()}`);
 }

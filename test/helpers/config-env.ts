@@ -2,10 +2,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'chai';
-import { ConfigError, loadConfig, type ConfigProblem } from '../../lib/config/index.ts';
 
-/** Shared by the test/config*.test.ts files: environments to load and assertions on their problems. */
+/** Shared by the test/config*.test.ts files: environments to load (config-problems.ts asserts on them). */
 
 export function privateJwk(
   type: 'ec' | 'rsa' | 'ed25519',
@@ -46,6 +44,42 @@ export function useConfigFixture(): void {
   after(() => rmSync(fixture.tmp, { recursive: true, force: true }));
 }
 
+/**
+ * Heroku Identity's metadata document, written to `name` in the fixture as the Heroku proxy's
+ * template ships it: its issuer has a trailing slash, IDENTITY_SERVER_URL has none.
+ */
+export function writeHerokuIdentityMetadata(name: string): string {
+  const file = join(fixture.tmp, name);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      issuer: 'https://identity.example.com/',
+      authorization_endpoint: 'https://identity.example.com/oauth/authorize',
+      token_endpoint: 'https://identity.example.com/oauth/token',
+      scopes_supported: 'global',
+    }),
+  );
+  return file;
+}
+
+/** The Config both production() and the empty environment get for every setting they leave unset. */
+export const UNSET_SETTINGS = {
+  proxy: { maxBodyBytes: 4194304, allowedOrigins: [] },
+  cimd: { allowedHosts: [] },
+  telemetry: {
+    enabled: false,
+    tracesEndpoint: undefined,
+    headers: {},
+    serviceName: 'unnamed_mcp_remote_auth_proxy',
+  },
+  rateLimit: { maxRequests: 60, windowMs: 60000 },
+  branding: { title: undefined, faviconUrl: undefined },
+  callbackPath: '/interaction/identity/callback',
+  appName: undefined,
+  shutdownTimeoutMs: 25000,
+  verifyRelease: false,
+} as const;
+
 /** A complete, valid production environment; tests break one thing at a time. */
 export function production(overrides: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return {
@@ -64,32 +98,4 @@ export function production(overrides: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv
     IDENTITY_CLIENT_SECRET: 'client-secret',
     ...overrides,
   };
-}
-
-/** The problems loadConfig reports; fails the test when it does not throw. */
-export function problemsOf(env: NodeJS.ProcessEnv, cwd?: string): readonly ConfigProblem[] {
-  try {
-    loadConfig(env, cwd);
-  } catch (error) {
-    expect(error).to.be.instanceOf(ConfigError);
-    return (error as ConfigError).problems;
-  }
-  expect.fail('loadConfig accepted an invalid environment');
-}
-
-export function messageOf(env: NodeJS.ProcessEnv): string {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).to.be.instanceOf(ConfigError);
-    return (error as ConfigError).message;
-  }
-  expect.fail('loadConfig accepted an invalid environment');
-}
-
-/** Asserts a problem on `variable` whose text matches `pattern`. */
-export function expectProblem(env: NodeJS.ProcessEnv, variable: string, pattern: RegExp): void {
-  const problems = problemsOf(env);
-  const matching = problems.filter((p) => p.variable === variable && pattern.test(p.problem));
-  expect(matching, JSON.stringify(problems, null, 2)).to.have.length.greaterThan(0);
 }

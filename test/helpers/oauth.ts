@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { expect } from 'chai';
 import { authorizeInBrowser } from './stack.ts';
 import { createBrowser, type Browser } from './browser.ts';
 
@@ -50,6 +51,18 @@ export async function registerClient(baseUrl: string, metadata: Record<string, u
   return { status: res.status, body: (await res.json()) as Record<string, string> & { error?: string } };
 }
 
+/** Registers a public native client (a desktop MCP client) with one redirect URI; returns its client_id. */
+export async function registerNativeClient(baseUrl: string, name: string, redirectUri: string): Promise<string> {
+  const res = await registerClient(baseUrl, {
+    client_name: name,
+    redirect_uris: [redirectUri],
+    token_endpoint_auth_method: 'none',
+    application_type: 'native',
+  });
+  expect(res.status).to.equal(201);
+  return res.body.client_id!;
+}
+
 export async function tokenRequest(
   baseUrl: string,
   params: Record<string, string>,
@@ -61,6 +74,15 @@ export async function tokenRequest(
     body: new URLSearchParams(params),
   });
   return { status: res.status, headers: res.headers, body: (await res.json()) as TokenResponse };
+}
+
+/** A token revocation request (RFC 7009) from a public client: the token and client_id in the form. */
+export function revokeToken(baseUrl: string, params: Record<string, string>): Promise<Response> {
+  return fetch(`${baseUrl}/token/revocation`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(params),
+  });
 }
 
 export interface CodeFlowOptions {

@@ -150,3 +150,19 @@ export async function startEchoStack(): Promise<EchoStack> {
   const { oauth, token } = await login(stack.mcpUrl);
   return { echo, stack, oauth, token, bearer: ['Authorization', `Bearer ${token}`] };
 }
+
+/**
+ * Call inside a describe: an EchoStack for its tests, handed to `take` once started before them
+ * and closed after them.
+ */
+export function useEchoStack(take: (running: EchoStack) => void): void {
+  let running: EchoStack | undefined;
+  before(async function () {
+    running = await startEchoStack();
+    take(running);
+  });
+  after(async function () {
+    await running?.stack.close();
+    await running?.echo.close();
+  });
+}

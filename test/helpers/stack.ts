@@ -49,8 +49,11 @@ export interface Stack {
   idp: DevIdentityProvider;
   mcp: ExampleMcpServerApp;
   proxy: RunningProxy;
-  /** Stops the proxy and starts it again on the same port, store and keys. */
-  restart(): Promise<void>;
+  /**
+   * Stops the proxy and starts it again on the same port and store. `changes` replace variables of
+   * `env` from then on (e.g. an OIDC_PROVIDER_JWKS with a key added); without them, same keys.
+   */
+  restart(changes?: NodeJS.ProcessEnv): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -118,8 +121,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     idp,
     mcp,
     proxy: await start(env, options.start),
-    async restart() {
+    async restart(changes) {
       await stack.proxy.close();
+      Object.assign(env, changes);
       stack.proxy = await start(env, options.start);
     },
     async close() {
@@ -131,6 +135,18 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   };
   return stack;
+}
+
+/** Call inside a describe: a stack for its tests, handed to `take` once started before them and closed after them. */
+export function useStack(take: (stack: Stack) => void, options: StackOptions = {}): void {
+  let stack: Stack | undefined;
+  before(async function () {
+    stack = await startStack(options);
+    take(stack);
+  });
+  after(async function () {
+    await stack?.close();
+  });
 }
 
 async function deleteKeys(prefix: string): Promise<void> {

@@ -40,7 +40,7 @@ export async function startWeb(
     allowInsecure: true,
     log,
   });
-  const vault = createVault({ store, identity, key: keys.vaultKey, log });
+  const vault = createVault({ store, identity, keys: keys.vaultKeys, log });
   deleteVaultOnGrantRevoked(provider, vault, log);
   const { listener } = createWeb({ config, provider, identity, store, vault, views, keys, log, ...extra });
   const server = http.createServer(wrap(listener)).listen(0, '127.0.0.1');
