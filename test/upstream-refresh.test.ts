@@ -149,8 +149,14 @@ describe('upstream tokens of any lifetime', function () {
       let output = '';
       child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
       child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-      for (let waited = 0; !output.includes('proxy listening'); waited += 50) {
-        if (waited > 20_000 || child.exitCode !== null) throw new Error(`second process did not start: ${output}`);
+      // Ready, not just listening: until then /mcp answers 503 and would never reach the refresh.
+      const ready = () =>
+        fetch(`http://localhost:${port}/readyz`).then(
+          (res) => res.ok,
+          () => false,
+        );
+      for (let waited = 0; !(await ready()); waited += 50) {
+        if (waited > 30_000 || child.exitCode !== null) throw new Error(`second process did not start: ${output}`);
         await sleep(50);
       }
 

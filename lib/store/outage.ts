@@ -1,4 +1,6 @@
+import type { Redis } from 'ioredis';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { log } from '../telemetry/log.ts';
 import { StoreUnavailableError, type AdapterFactory, type Store } from './types.ts';
 
 /**
@@ -106,5 +108,38 @@ export function guardStore(store: Store, guard: OutageGuard): Store {
     subscribe: (channel, onMessage) => store.subscribe(channel, onMessage),
     check: () => store.check(),
     close: () => store.close(),
+  };
+}
+
+/** How often a stalled connection is asked whether it answers again. */
+const PROBE_EVERY_MS = 250;
+
+/**
+ * A frozen server keeps its socket open and answers nothing. After one command timed out the
+ * server is taken as stalled: further commands fail at once (each would otherwise wait the full
+ * timeout, and requests pile up) while a PING now and then asks whether it answers again.
+ */
+export function stallWatch(client: Redis, where: string): { readonly stalled: boolean; begin(): void } {
+  let stalled = false;
+  const probe = () => {
+    if (client.status === 'end') return;
+    client.ping().then(
+      () => {
+        stalled = false;
+        log.info('redis is answering again', { redis: where });
+      },
+      () => setTimeout(probe, PROBE_EVERY_MS).unref(),
+    );
+  };
+  return {
+    get stalled() {
+      return stalled;
+    },
+    begin() {
+      if (stalled) return;
+      stalled = true;
+      log.warn('redis is not answering', { redis: where });
+      probe();
+    },
   };
 }

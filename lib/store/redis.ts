@@ -16,7 +16,7 @@ import {
   REVOKE,
   UPSERT,
 } from './redis-scripts.ts';
-import { guardStore } from './outage.ts';
+import { guardStore, stallWatch } from './outage.ts';
 import { StoreUnavailableError, type AdapterFactory, type Store, type Subscription } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -125,8 +125,6 @@ function describe(error: unknown): string {
 /** Bounds on waiting for Redis (R2: a 503 within seconds, never a hang). */
 const CONNECT_TIMEOUT_MS = 3_000;
 const COMMAND_TIMEOUT_MS = 2_000;
-/** How often a stalled connection is asked whether it answers again. */
-const PROBE_EVERY_MS = 250;
 
 export interface RedisStoreOptions {
   /** Tests shorten these; production keeps the defaults above. */
@@ -168,26 +166,7 @@ export function createRedisStore(config: RedisConfig, options: RedisStoreOptions
     lastConnectionError = undefined;
   });
 
-  // After one command timed out the server is taken as stalled: further commands fail at once
-  // (each would otherwise wait the full timeout, and requests pile up) while a PING now and then
-  // asks whether it answers again.
-  let stalled = false;
-  const stall = () => {
-    if (stalled) return;
-    stalled = true;
-    log.warn('redis is not answering', { redis: where });
-    const probe = () => {
-      if (client.status === 'end') return;
-      client.ping().then(
-        () => {
-          stalled = false;
-          log.info('redis is answering again', { redis: where });
-        },
-        () => setTimeout(probe, PROBE_EVERY_MS).unref(),
-      );
-    };
-    probe();
-  };
+  const stall = stallWatch(client, where);
 
   const upsertScript = defineScript(client, 'oidcUpsert', UPSERT);
   const destroyScript = defineScript(client, 'oidcDestroy', DESTROY);
@@ -466,9 +445,9 @@ export function createRedisStore(config: RedisConfig, options: RedisStoreOptions
 
   return guardStore(store, {
     where,
-    isDown: () => stalled || !healthy || client.status === 'reconnecting',
+    isDown: () => stall.stalled || !healthy || client.status === 'reconnecting',
     noticed: (error) => {
-      if (error instanceof Error && error.message === 'Command timed out') stall();
+      if (error instanceof Error && error.message === 'Command timed out') stall.begin();
     },
   });
 }
