@@ -252,6 +252,7 @@ async function user(n: number, baseUrl: string): Promise<void> {
 async function main(): Promise<void> {
   const started = Date.now();
   const redis = await startRedisServer();
+  onFailure.push(() => redis.close());
   const port = await freePort();
   const baseUrl = `http://localhost:${port}`;
   const idp = await startDevIdentityProvider({
@@ -284,6 +285,7 @@ async function main(): Promise<void> {
     },
     ['--expose-gc', '--import', './bench/memory-probe.ts'],
   );
+  onFailure.push(async () => void proxy.child.kill('SIGKILL'));
   const pid = proxy.child.pid!;
   /** Heap after a full collection in the proxy, in KiB (bench/memory-probe.ts). */
   const probes: Array<{ rss: number; heapUsed: number }> = [];
@@ -400,4 +402,12 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-await main();
+/** What a run that fails half-way must not leave behind: its Redis and the proxy. */
+const onFailure: Array<() => Promise<unknown>> = [];
+
+try {
+  await main();
+} catch (error) {
+  for (const undo of onFailure.reverse()) await undo().catch(() => undefined);
+  throw error;
+}
