@@ -12,6 +12,7 @@ import { clientProtocol } from './http/forwarded.ts';
 import { homeRoutes } from './http/home.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
+import { limitByAddress } from './rate-limit/ip.ts';
 import { createMcpProxy, type McpProxy, type McpServerReadiness } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
 import type { Logger } from './telemetry/log.ts';
@@ -112,6 +113,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   app.use(corsRoutes(config));
   app.use(metadataRoutes(config));
   app.use(homeRoutes(deps));
+  app.use(limitByAddress({ store: deps.store, config: config.rateLimit, log }));
   app.use(
     interactionRoutes({
       ...deps,

@@ -105,6 +105,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     IDENTITY_CLIENT_SECRET: idp.clientSecret,
     IDENTITY_SCOPE: 'openid profile offline_access',
     OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+    // Tests log in many times a minute from one address; test/rate-limit.test.ts sets its own.
+    MAX_REQUESTS: '100000',
     // close() ends open streams at once, as before graceful shutdown existed; test/shutdown.test.ts covers the drain.
     MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS: '0',
     ...(options.redis === false
