@@ -19,7 +19,7 @@ import type { Logger } from './telemetry/log.ts';
 import { beginRequest, requestTelemetry, runRequest } from './telemetry/request-log.ts';
 import type { Vault } from './vault/index.ts';
 import { grantSecretContext } from './auth-server/token-binding.ts';
-import { handBack } from './auth-server/edge-body.ts';
+import { handBack } from './http/edge-body.ts';
 import type { Views } from './views/index.ts';
 import type { KeyMaterial } from './auth-server/keys.ts';
 

@@ -1,5 +1,5 @@
 import { Router, type Request, type RequestHandler } from 'express';
-import { edgeBody } from './edge-body.ts';
+import { edgeBody } from '../http/edge-body.ts';
 import { normalizeResource } from './resource.ts';
 import { InvalidTarget } from '../http/errors.ts';
 import { LOOPBACK_REDIRECT_HOSTS } from '../http/loopback.ts';

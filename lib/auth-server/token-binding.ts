@@ -5,7 +5,7 @@ import type { Logger } from '../telemetry/log.ts';
 import { currentRequest } from '../telemetry/request-context.ts';
 import { grantSecretOf, tokenValueWith, type GrantSecret } from '../vault/grant-secret.ts';
 import { cookieAttributes, cookieValues, GRANT_SECRET_COOKIE, openGrantSecretCookie } from './grant-secret-cookie.ts';
-import { edgeBody } from './edge-body.ts';
+import { edgeBody } from '../http/edge-body.ts';
 
 /**
  * Every authorization code, access token and refresh token of ours carries its grant's secret G

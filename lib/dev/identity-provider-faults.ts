@@ -5,35 +5,13 @@ import type { NextFunction, Request, Response } from 'express';
  * answered with an HTTP error, and a client secret rotated by its administrator.
  */
 
-const TOKEN_BODY_LIMIT = 56 * 1024; // oidc-provider's own limit for token request bodies
-
 /**
- * Answers refresh_token grants with the simulated failure. The body has to be read to tell the
- * grants apart; other grants continue with it attached as `req.body`, which oidc-provider
- * accepts in place of the consumed stream (printing a one-time notice about it).
+ * Answers refresh_token grants with the simulated failure. Runs after `edgeBody('form', …)`, which
+ * parsed the body and left its bytes in the stream for oidc-provider (so it reads them itself and
+ * prints no notice about an already parsed body).
  */
-export async function failRefreshGrants(
-  status: number,
-  req: Request,
-  res: Response,
-  next: NextFunction,
-): Promise<void> {
-  if (!req.is('application/x-www-form-urlencoded')) return next();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > TOKEN_BODY_LIMIT) {
-      res.status(413).json({ error: 'invalid_request', error_description: 'request body too large' });
-      return;
-    }
-    chunks.push(chunk);
-  }
-  const raw = Buffer.concat(chunks);
-  if (new URLSearchParams(raw.toString('utf8')).get('grant_type') !== 'refresh_token') {
-    req.body = raw;
-    return next();
-  }
+export function failRefreshGrants(status: number, req: Request, res: Response, next: NextFunction): void {
+  if (formField(req, 'grant_type') !== 'refresh_token') return next();
   if (status === 429 || status === 503) res.setHeader('Retry-After', '1');
   res.setHeader('Cache-Control', 'no-store');
   res.status(status).json({
@@ -44,24 +22,22 @@ export async function failRefreshGrants(
 
 /**
  * Client authentication against the rotated secret (client_secret_post or _basic). A request with
- * it goes on to oidc-provider carrying the secret oidc-provider was configured with; any other is
- * refused as oidc-provider refuses a wrong secret.
+ * it goes on to oidc-provider carrying the secret oidc-provider was configured with (`handBack`
+ * writes a changed body back into the stream); any other is refused as oidc-provider refuses a
+ * wrong secret.
  */
-export async function requireRotatedSecret(
+export function requireRotatedSecret(
   rotated: string,
   original: string,
   req: Request,
   res: Response,
   next: NextFunction,
-): Promise<void> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req as AsyncIterable<Buffer>) chunks.push(chunk);
-  const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+): void {
   const basic = /^Basic (.+)$/i.exec(req.headers.authorization ?? '');
   const [basicId, basicSecret] = basic
     ? Buffer.from(basic[1]!, 'base64').toString().split(':').map(decodeURIComponent)
     : [undefined, undefined];
-  const presented = basicSecret ?? form.get('client_secret');
+  const presented = basicSecret ?? formField(req, 'client_secret');
   if (presented !== rotated) {
     res.setHeader('Cache-Control', 'no-store');
     res.status(401).json({ error: 'invalid_client', error_description: 'client authentication failed' });
@@ -70,8 +46,12 @@ export async function requireRotatedSecret(
   if (basic) {
     req.headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(basicId!)}:${encodeURIComponent(original)}`).toString('base64')}`;
   } else {
-    form.set('client_secret', original);
+    (req.body as Record<string, unknown>).client_secret = original;
   }
-  req.body = Buffer.from(form.toString());
   next();
+}
+
+function formField(req: Request, name: string): string | undefined {
+  const value = (req.body as Record<string, unknown> | undefined)?.[name];
+  return typeof value === 'string' ? value : undefined;
 }

@@ -8,6 +8,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import Provider, { type Adapter, type AdapterPayload, type Configuration, type Interaction } from 'oidc-provider';
 
 import { log } from '../telemetry/log.ts';
+import { edgeBody, handBack } from '../http/edge-body.ts';
 import { failRefreshGrants, requireRotatedSecret } from './identity-provider-faults.ts';
 import { escapeHtml, expiredPage, loginPage, page, sendPage } from './identity-provider-pages.ts';
 
@@ -142,15 +143,18 @@ export async function startDevIdentityProvider(opts: DevIdentityProviderOptions)
     let rotatedSecret: string | undefined;
     const app = express();
     app.disable('x-powered-by');
+    // oidc-provider's own limit for token request bodies.
+    const tokenForm = edgeBody('form', 56 * 1024);
     app.post(TOKEN_PATH, (req, res, next) => {
-      if (rotatedSecret !== undefined) {
-        requireRotatedSecret(rotatedSecret, clientSecret, req, res, next).catch(next);
-        return;
-      }
-      if (tokenFailure === undefined) return next();
-      failRefreshGrants(tokenFailure, req, res, next).catch(next);
+      if (rotatedSecret === undefined && tokenFailure === undefined) return next();
+      tokenForm(req, res, (error?: unknown) => {
+        if (error) return next(error);
+        if (rotatedSecret !== undefined) return requireRotatedSecret(rotatedSecret, clientSecret, req, res, next);
+        failRefreshGrants(tokenFailure!, req, res, next);
+      });
     });
     mountInteractions(app, provider, opts.autoLogin);
+    app.use(handBack);
     app.use(provider.callback());
     server.on('request', app);
 
