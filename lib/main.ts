@@ -3,7 +3,6 @@
 import { config as loadDotenv } from 'dotenv';
 import { ConfigError, loadConfig } from './config/index.ts';
 import type { Config } from './config/types.ts';
-import { IdentityError } from './identity/index.ts';
 import { RELEASE_VERIFIED, StartupError, connectInstructions, start, verifyRelease } from './start.ts';
 import { log } from './telemetry/log.ts';
 import { shutdownTracing } from './telemetry/tracing-handle.ts';
@@ -13,7 +12,8 @@ if (process.env.NODE_ENV !== 'production') loadDotenv({ quiet: true });
 
 /** Failures an operator causes (configuration, unreachable services, a taken port): one line, no stack. */
 function fail(error: unknown): never {
-  const known = error instanceof ConfigError || error instanceof StartupError || error instanceof IdentityError;
+  // Identity provider failures reach here wrapped in a StartupError that names the step.
+  const known = error instanceof ConfigError || error instanceof StartupError;
   const message = known
     ? error.message
     : `start-up failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
