@@ -61,11 +61,11 @@ const MAX_LINE_CHARS = 16 * 1024;
 /**
  * The MCP server is third-party code: it gets none of the proxy's own credentials (upstream
  * client secret, signing keys, the Redis URL with its password). Whatever it needs must be given
- * to it explicitly through `run.env` (MCP_SERVER_ENV_* in configuration).
+ * to it explicitly through `run.env` (MCP_SERVER_RUN_ENV_JSON).
  */
 const SECRET_PREFIXES = ['IDENTITY_', 'OIDC_PROVIDER_', 'MCP_AUTH_PROXY_'];
 // The OTLP headers hold the tracing backend's API key (Honeycomb's `x-honeycomb-team`, …). An
-// MCP server that traces itself is given its own key through MCP_SERVER_ENV_*.
+// MCP server that traces itself is given its own key through MCP_SERVER_RUN_ENV_JSON.
 const SECRET_NAMES = new Set(['REDIS_URL', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS']);
 
 export function childEnvironment(parent: NodeJS.ProcessEnv, run: McpRunConfig, url: URL): Record<string, string> {
