@@ -1,9 +1,10 @@
 /**
  * `npm run bench`: the same MCP JSON-RPC call (`tools/call echo`) sent straight to the example MCP
- * server, through the proxy, and through a bare forwarder (bench/bare-forwarder.ts, the cost of
- * any Node.js hop), side by side in one run, at 1, 10 and 50 connections. Prints requests/s, p50
- * and p99 latency, CPU time per request, the ratios to direct, the proxy's against the bare
- * forwarder's, and the proxy's RSS.
+ * server, through the proxy, through the proxy with tracing on (`traced`, see startTracedProxy),
+ * and through a bare forwarder (bench/bare-forwarder.ts, the cost of any Node.js hop), side by
+ * side in one run, at 1, 10 and 50 connections. Prints requests/s, p50 and p99 latency, CPU time
+ * per request, the ratios to direct, the proxy's against the bare forwarder's, tracing on/off, and
+ * the proxy's RSS.
  *
  * Everything runs on this machine: the proxy as its real web process (lib/main.ts) with
  * the Redis store, the example MCP server as the proxy's child, and this load generator. Ratios
@@ -95,17 +96,19 @@ interface Result {
   latenciesMs: number[];
 }
 
-/** Until `url` answers (with a 2xx when `ok` is set). */
-async function waitUntilListening(child: ChildProcess, url: string, output: () => string, ok = false): Promise<void> {
+/** `ready`: whether an answer means ready (a proxy binds first and answers 503 until it is). */
+async function waitUntilListening(
+  child: ChildProcess,
+  url: string,
+  output: () => string,
+  ready: (res: Response) => boolean = () => true,
+): Promise<void> {
   let exited = false;
   child.on('exit', () => (exited = true));
   for (let attempt = 0; attempt < 300; attempt++) {
     if (exited) throw new Error(`${url}: exited before listening:\n${output()}`);
-    const ready = await fetch(url).then(
-      (res) => !ok || res.ok,
-      () => false,
-    );
-    if (ready) return;
+    const answered = await fetch(url).then(ready, () => false);
+    if (answered) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   child.kill('SIGKILL');
@@ -139,9 +142,58 @@ async function startProxy(
   });
   let output = '';
   child.stderr!.on('data', (chunk) => (output += chunk));
-  // The proxy listens at once and answers 503 until it is ready.
-  await waitUntilListening(child, `${listening}/.well-known/oauth-protected-resource`, () => output, true);
+  await waitUntilListening(
+    child,
+    `${listening}/readyz`,
+    () => output,
+    (res) => res.ok,
+  );
   return child;
+}
+
+/**
+ * Where the traced proxy's spans go: a loopback OTLP/HTTP endpoint that takes every export and
+ * answers 200, as a collector would, counting what it got. (In this process: with wrk as the
+ * load generator it is otherwise idle.)
+ */
+async function startSpanSink(): Promise<{ endpoint: string; exports: () => number; close: () => void }> {
+  let exports = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      if (req.url === '/v1/traces') exports++;
+      res.writeHead(200, { 'Content-Type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { endpoint: `http://127.0.0.1:${port}`, exports: () => exports, close: () => server.close() };
+}
+
+/**
+ * A second proxy process in front of the same MCP server, store and keys (so the same token works
+ * on it: BASE_URL is the first proxy's, only PORT differs), with the tracing preload, every request
+ * sampled and its spans exported to `endpoint`.
+ */
+async function startTracedProxy(env: NodeJS.ProcessEnv, endpoint: string): Promise<{ child: ChildProcess; url: URL }> {
+  const port = await freePort();
+  const child = await startProxy(
+    {
+      ...env,
+      PORT: String(port),
+      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+      OTEL_TRACES_SAMPLER: 'always_on',
+      OTEL_SERVICE_NAME: 'bench-proxy',
+    },
+    `http://127.0.0.1:${port}`,
+    [
+      ...PRODUCTION_NODE_ARGS,
+      ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS),
+      '--import',
+      join(BUILD, 'lib/telemetry/tracing.js'),
+    ],
+  );
+  return { child, url: new URL(`http://127.0.0.1:${port}/mcp`) };
 }
 
 function post(
@@ -363,6 +415,7 @@ async function main(): Promise<void> {
     baseUrl,
     [...PRODUCTION_NODE_ARGS, ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS)],
   );
+  const sink = await startSpanSink();
   try {
     const client = await registerClient(baseUrl, {
       application_type: 'native',
@@ -379,6 +432,8 @@ async function main(): Promise<void> {
     });
     const bare = await startBareForwarder(mcpUrl);
     children.push(bare.child);
+    const traced = await startTracedProxy(env, sink.endpoint);
+    children.push(traced.child);
     const authorization = { authorization: `Bearer ${token.body.access_token}` };
     // Every target gets the same request, token included: a client of an MCP server always sends
     // one. The bare forwarder passes it on, as the proxy passes on the upstream token in its
@@ -387,6 +442,7 @@ async function main(): Promise<void> {
       { name: 'direct', url: new URL(mcpUrl), headers: authorization },
       { name: 'proxy', url: new URL(`${baseUrl}/mcp`), headers: authorization, pid: proxy.pid! },
       { name: 'bare', url: bare.url, headers: authorization, pid: bare.child.pid! },
+      { name: 'traced', url: traced.url, headers: authorization, pid: traced.child.pid! },
     ];
     // More proxies, side by side with the first: BENCH_B_NODE_ARGS and BENCH_B_ENTRY hold one
     // comma-separated item per proxy (proxy-b, proxy-c…). Each has the same configuration and
@@ -475,6 +531,9 @@ async function main(): Promise<void> {
       `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${((hop.rps / yardstick.rps) * 100).toFixed(1).padStart(5)}% of the ${name}'s, CPU per request ${(Number(hop.cpu.hop) / Number(yardstick.cpu.hop)).toFixed(2)}×`;
     const byName = (results: Row[], name: string) => results[targets.findIndex((t) => t.name === name)];
     const comparisons: string[] = [];
+    const tracingRows: string[] = [];
+    const tracingCost = (connections: number, off: Summary, on: Summary) =>
+      `${String(connections).padEnd(6)} tracing on    throughput ${((on.rps / off.rps) * 100).toFixed(1).padStart(5)}% of tracing off, p50 +${(on.p50 - off.p50).toFixed(2)} ms, p99 +${(on.p99 - off.p99).toFixed(2)} ms`;
     for (const connections of LEVELS) {
       const results = await interleaved(connections);
       for (const [i, s] of results.entries()) {
@@ -488,6 +547,7 @@ async function main(): Promise<void> {
         ratio(connections, 'bare forwarder', viaBare!, direct!),
       );
       comparisons.push(against(connections, 'proxy', viaProxy!, viaBare!, 'bare forwarder'));
+      tracingRows.push(tracingCost(connections, viaProxy!, byName(results, 'traced')!));
       for (const variant of targets.filter((t) => t.name.startsWith('proxy-'))) {
         comparisons.push(against(connections, variant.name, byName(results, variant.name)!, viaProxy!, 'proxy'));
         if (variant.name !== 'proxy-b') {
@@ -500,12 +560,16 @@ async function main(): Promise<void> {
     for (const row of rows) console.log(row);
     console.log('\nthe proxy / the bare forwarder');
     for (const row of comparisons) console.log(row);
-    console.log(`\nproxy RSS: ${rss(proxy.pid!)}`);
+    console.log(`\nthe proxy with tracing on (every request sampled, exported to a loopback OTLP endpoint) / off`);
+    for (const row of tracingRows) console.log(row);
+    console.log(`(${sink.exports()} OTLP exports received)`);
+    console.log(`\nproxy RSS: ${rss(proxy.pid!)}; with tracing on: ${rss(traced.child.pid!)}`);
     for (const variant of targets.filter((t) => t.name.startsWith('proxy-'))) {
       console.log(`${variant.name} RSS: ${rss(variant.pid!)}`);
     }
   } finally {
     for (const child of [proxy, ...children]) child.kill('SIGTERM');
+    sink.close();
     const redis = new Redis(REDIS_URL);
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length) await redis.del(...keys);

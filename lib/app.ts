@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
 import type Provider from 'oidc-provider';
@@ -13,11 +12,14 @@ import { clientProtocol } from './http/forwarded.ts';
 import { homeRoutes } from './http/home.ts';
 import type { IdentityClient } from './identity/index.ts';
 import { interactionRoutes } from './interactions/routes.ts';
+import { limitByAddress } from './rate-limit/ip.ts';
 import { createMcpProxy, type McpProxy, type McpServerReadiness } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
-import { runWithRequestId, type Logger } from './telemetry/log.ts';
+import type { Logger } from './telemetry/log.ts';
+import { beginRequest, requestTelemetry, runRequest } from './telemetry/request-log.ts';
 import type { Vault } from './vault/index.ts';
 import { grantSecretContext } from './auth-server/token-binding.ts';
+import { handBack } from './http/edge-body.ts';
 import type { Views } from './views/index.ts';
 import type { KeyMaterial } from './auth-server/keys.ts';
 
@@ -32,16 +34,6 @@ export interface AppDeps {
   log: Logger;
   /** The supervised MCP server, when there is one: `/mcp` answers 503 while it is not ready. */
   mcpServer?: McpServerReadiness;
-}
-
-const REQUEST_ID = /^[A-Za-z0-9\-_.]{8,128}$/;
-
-/** Heroku's router sets X-Request-Id; keep it when well formed so logs line up, else make one. */
-function requestIdOf(req: IncomingMessage, res: ServerResponse): string {
-  const incoming = req.headers['x-request-id'];
-  const requestId = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-  res.setHeader('X-Request-Id', requestId);
-  return requestId;
 }
 
 const clientUsedHttps = (req: IncomingMessage): boolean => clientProtocol(req) === 'https';
@@ -82,10 +74,11 @@ export function createWeb(deps: AppDeps): Web {
       app(req, res);
       return;
     }
-    const requestId = requestIdOf(req, res);
-    if (production && !clientUsedHttps(req)) return refuseHttp(res, deps.log);
+    // Its id, its log line and its span, a refused plain-http request's too.
+    const request = beginRequest(req, res, mcpPath);
+    if (production && !clientUsedHttps(req)) return runRequest(request, () => refuseHttp(res, deps.log));
     // The proxy answers every outcome itself, its own defects included: nothing to catch here.
-    runWithRequestId(requestId, () => proxy(req, res));
+    runRequest(request, () => proxy(req, res));
   };
   return { app, listener };
 }
@@ -98,7 +91,8 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   // One TLS-terminating router in front (Heroku): trust exactly that hop's X-Forwarded-*.
   app.set('trust proxy', 1);
 
-  app.use((req, res, next) => runWithRequestId(requestIdOf(req, res), next));
+  // First: the request's id, span and log line cover everything below.
+  app.use(requestTelemetry);
 
   // oidc-provider builds endpoint URLs from the request's host, and with `proxy = true` from
   // X-Forwarded-Host, which the router passes on from the client. BASE_URL is the one truth (R9):
@@ -119,6 +113,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
   app.use(corsRoutes(config));
   app.use(metadataRoutes(config));
   app.use(homeRoutes(deps));
+  app.use(limitByAddress({ store: deps.store, config: config.rateLimit, log }));
   app.use(
     interactionRoutes({
       ...deps,
@@ -142,6 +137,7 @@ export function createApp(deps: AppDeps, proxy: McpProxy): Express {
       log,
     }),
   );
+  app.use(handBack); // the bodies the policies above read, back in the stream for oidc-provider
   app.use(provider.callback());
   app.use(errorHandler({ views, log, cors: corsForRefusal(config) }));
   log.debug('app created', { mcp_path: config.mcp.path });

@@ -266,8 +266,7 @@ export function connectInstructions(config: Config): string {
     `MCP endpoint: ${url}`,
     'Connect MCP Inspector (then press Connect; log in as any name at the development identity provider):',
     `  npm run inspector -- --transport http --server-url ${url}`,
-    'or through mcp-remote:',
-    `  npm run inspector -- npx -y mcp-remote ${url}`,
+    `Other clients: open ${config.baseUrl}/ in a browser, or see "Connect a client" in the README.`,
     '',
   ].join('\n');
 }

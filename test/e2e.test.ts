@@ -460,7 +460,7 @@ describe('the web process (lib/main.ts)', function () {
   it('npm start with no configuration runs everything locally and prints how to connect', async function () {
     this.timeout(60_000);
     const port = await freePortPair();
-    const started = await run({ PORT: String(port) }, /inspector.*\n.*\n.*mcp-remote.*\n/);
+    const started = await run({ PORT: String(port) }, /--server-url.*\n.*Other clients.*\n/);
     try {
       expect(started.code).to.equal(null);
       const mcpUrl = `http://localhost:${port}/mcp`;

@@ -41,8 +41,9 @@ describe('errors: one base class, one place deciding what is shown', function ()
   it('upstream failures hide their details behind their status', function () {
     const identity = new IdentityError('IDENTITY_TRANSIENT', 'upstream refresh failed: https://idp.internal/token 500');
     expect(identity.code).to.equal('IDENTITY_TRANSIENT');
+    // A 503 says "retry" in RFC 6749's word for it (§4.1.2.1), and nothing about why.
     expect(jsonBody(identity)).to.deep.equal({
-      error: 'server_error',
+      error: 'temporarily_unavailable',
       error_description: 'The service is temporarily unavailable. Please try again shortly.',
     });
     const refused = new OutboundFetchRefused('metadata.test resolves to 169.254.169.254');

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { afterEach, describe, it } from 'mocha';
 import type { McpRunConfig } from '../lib/config/types.ts';
-import type { Logger } from '../lib/telemetry/log.ts';
+import { captureLogs, type Logger } from '../lib/telemetry/log.ts';
 import {
   childEnvironment,
   McpServerStartError,
@@ -32,6 +32,22 @@ function capturingLogger(lines: Line[], base: Record<string, unknown> = {}): Log
     error: write,
     child: (f) => capturingLogger(lines, { ...base, ...f }),
   };
+}
+
+/**
+ * The MCP server's output as it reaches the log: our own lines (`logChildLine`), parsed back from
+ * logfmt. Installed for one test; `restore` puts the real sink back.
+ */
+function relayedOutput(): { lines: Line[]; restore: () => void } {
+  const lines: Line[] = [];
+  const restore = captureLogs((line) => {
+    const fields: Record<string, unknown> = {};
+    for (const [, key, value] of line.matchAll(/([\w.@-]+)=("(?:[^"\\]|\\.)*"|\S*)/g)) {
+      fields[key!] = value!.startsWith('"') ? JSON.parse(value!) : value;
+    }
+    lines.push({ msg: String(fields.msg ?? ''), fields });
+  });
+  return { lines, restore };
 }
 
 function node(script: string, env: Record<string, string> = {}): McpRunConfig {
@@ -91,18 +107,28 @@ describe('MCP server process supervision', () => {
   it('does not count output as readiness: a child that prints but never listens times out and is killed', async () => {
     const port = await freePort();
     const lines: Line[] = [];
-    const error = await rejection(
-      startMcpServer({
-        run: node("console.log('booting…'); setInterval(() => {}, 1000);"),
-        url: new URL(`http://127.0.0.1:${port}/`),
-        // Long enough for node to boot and print even on a loaded machine.
-        readyTimeoutMs: 2_000,
-        log: capturingLogger(lines),
-      }),
-    );
+    const output = relayedOutput();
+    let error: McpServerStartError;
+    try {
+      error = await rejection(
+        startMcpServer({
+          run: node("console.log('booting…'); setInterval(() => {}, 1000);"),
+          url: new URL(`http://127.0.0.1:${port}/`),
+          // Long enough for node to boot and print even on a loaded machine.
+          readyTimeoutMs: 2_000,
+          log: capturingLogger(lines),
+        }),
+      );
+    } finally {
+      output.restore();
+    }
     expect(error.code).to.equal('MCP_SERVER_READY_TIMEOUT');
     expect(error.message).to.contain(`127.0.0.1:${port}`).and.contain('2000 ms');
-    expect(lines.some((l) => l.msg === 'booting…' && l.fields.stream === 'stdout')).to.equal(true);
+    expect(
+      output.lines.some(
+        (l) => l.msg === 'booting…' && l.fields.stream === 'stdout' && l.fields.source === 'mcp-server',
+      ),
+    ).to.equal(true);
     const pid = lines.find((l) => l.msg === 'mcp server started')?.fields.pid as number;
     expect(isAlive(pid)).to.equal(false);
   });
@@ -161,7 +187,7 @@ describe('MCP server process supervision', () => {
 
   it("strips the proxy's secrets from the child's environment, adds run.env and PORT", async () => {
     const port = await freePort();
-    const lines: Line[] = [];
+    const output = relayedOutput();
     const child = await startMcpServer({
       run: node(`console.log(JSON.stringify(process.env)); ${LISTEN}`, {
         FROM_RUN: 'yes',
@@ -175,24 +201,40 @@ describe('MCP server process supervision', () => {
         MCP_AUTH_PROXY_REDIS_URL: 'redis://x',
         REDIS_URL: 'redis://:password@redis:6379',
         REDIS_TLS_REJECT_UNAUTHORIZED: 'true',
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'https://api.honeycomb.io',
+        OTEL_EXPORTER_OTLP_HEADERS: 'x-honeycomb-team=proxy-key',
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'x-honeycomb-team=proxy-key',
       },
-      log: capturingLogger(lines),
+      log: capturingLogger([]),
     });
     started.push(child);
 
-    let env: Record<string, string> | undefined;
-    await eventually(() => {
-      const line = lines.find((l) => l.fields.stream === 'stdout' && l.msg.startsWith('{'));
-      if (line) env = JSON.parse(line.msg) as Record<string, string>;
-      return env !== undefined;
-    });
+    // The child's JSON line arrives as our line, its keys as our fields.
+    let env: Record<string, unknown> | undefined;
+    try {
+      await eventually(() => {
+        env = output.lines.find((l) => l.fields.stream === 'stdout' && l.fields.KEEP_ME !== undefined)?.fields;
+        return env !== undefined;
+      });
+    } finally {
+      output.restore();
+    }
     expect(env).to.include({
       KEEP_ME: 'kept',
       FROM_RUN: 'yes',
       PORT: String(port),
       REDIS_TLS_REJECT_UNAUTHORIZED: 'true',
+      // Where to send traces is no secret; the key in the headers is the proxy's.
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'https://api.honeycomb.io',
     });
-    for (const name of ['IDENTITY_CLIENT_SECRET', 'OIDC_PROVIDER_JWKS', 'MCP_AUTH_PROXY_REDIS_URL', 'REDIS_URL']) {
+    for (const name of [
+      'IDENTITY_CLIENT_SECRET',
+      'OIDC_PROVIDER_JWKS',
+      'MCP_AUTH_PROXY_REDIS_URL',
+      'REDIS_URL',
+      'OTEL_EXPORTER_OTLP_HEADERS',
+      'OTEL_EXPORTER_OTLP_TRACES_HEADERS',
+    ]) {
       expect(env).to.not.have.property(name);
     }
   });
@@ -216,18 +258,23 @@ describe('MCP server process supervision', () => {
       "process.stdout.write('hel'); setTimeout(() => process.stdout.write('lo\\r\\nwor'), 50);" +
       "setTimeout(() => { process.stdout.write('ld\\nno newline at end'); process.stderr.write('err line\\n'); }, 100);" +
       'setTimeout(() => process.exit(0), 150);';
-    await rejection(
-      startMcpServer({
-        run: node(script),
-        url: new URL(`http://127.0.0.1:${port}/`),
-        log: capturingLogger(lines),
-      }),
-    );
-    await eventually(() => lines.some((l) => l.msg === 'no newline at end'));
-    const stdout = lines.filter((l) => l.fields.stream === 'stdout').map((l) => l.msg);
+    const output = relayedOutput();
+    try {
+      await rejection(
+        startMcpServer({
+          run: node(script),
+          url: new URL(`http://127.0.0.1:${port}/`),
+          log: capturingLogger(lines),
+        }),
+      );
+      await eventually(() => output.lines.some((l) => l.msg === 'no newline at end'));
+    } finally {
+      output.restore();
+    }
+    const stdout = output.lines.filter((l) => l.fields.stream === 'stdout').map((l) => l.msg);
     expect(stdout).to.deep.equal(['hello', 'world', 'no newline at end']);
-    expect(lines.filter((l) => l.fields.stream === 'stderr').map((l) => l.msg)).to.deep.equal(['err line']);
-    expect(lines.every((l) => l.fields.source === 'mcp-server')).to.equal(true);
+    expect(output.lines.filter((l) => l.fields.stream === 'stderr').map((l) => l.msg)).to.deep.equal(['err line']);
+    expect([...lines, ...output.lines].every((l) => l.fields.source === 'mcp-server')).to.equal(true);
   });
 
   it('resolves exited when a ready child dies on its own', async () => {

@@ -267,6 +267,16 @@ function storeContract(name: string, open: () => Promise<Subject>): void {
     });
 
     // One wait for every expiry, to keep the suite short.
+    it('increment counts in a fixed window: later increments do not extend it, and it starts again after', async function () {
+      const key = `ratelimit:${random()}`;
+      expect(await store.increment(key, 1, 1_000)).to.include({ count: 1 });
+      const second = await store.increment(key, 2, 60_000);
+      expect(second.count).to.equal(3);
+      expect(second.resetMs).to.be.within(1, 1_000);
+      await sleep(1_100);
+      expect(await store.increment(key, 1, 1_000)).to.include({ count: 1 });
+    });
+
     it('expires values, locks, adapter records, their indexes, and grant sets by their longest member', async function () {
       const [kv, lock, persistent] = [`kv:${random()}`, `lock:${random()}`, `kv:${random()}`];
       await store.set(kv, 'v', 1);

@@ -1,4 +1,5 @@
-import express, { Router, type Request, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler } from 'express';
+import { edgeBody } from '../http/edge-body.ts';
 import { normalizeResource } from './resource.ts';
 import { InvalidTarget } from '../http/errors.ts';
 import { LOOPBACK_REDIRECT_HOSTS } from '../http/loopback.ts';
@@ -56,14 +57,19 @@ function rewriteAuthorizationQuery(req: Request, defaultScope: string): void {
  *   apply a default). Cursor, VS Code and Claude Code omit it at times, and oidc-provider refuses
  *   to issue a code that grants nothing.
  */
+/** The largest registration request body accepted, in bytes. */
+export const REGISTRATION_BODY_LIMIT = 8 * 1024;
+
 export function clientPolicies(
   paths: { registration: string; authorization: string; token: string },
   defaultScope: string,
   resourceUrl: string,
 ): Router {
   const router = Router();
-  const json = express.json({ limit: '32kb', type: 'application/json' });
-  const form = express.urlencoded({ extended: false, limit: '64kb' });
+  // Registration metadata is a few hundred bytes; 8 KiB leaves room for many redirect URIs and
+  // keeps what one anonymous request can make us store small (413 `invalid_client_metadata`).
+  const json = edgeBody('json', REGISTRATION_BODY_LIMIT);
+  const form = edgeBody('form', 64 * 1024);
 
   const registration: RequestHandler = (req, _res, next) => {
     if (req.body && typeof req.body === 'object' && !Array.isArray(req.body)) {

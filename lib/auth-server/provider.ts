@@ -13,6 +13,8 @@ import { currentRequestId, type Logger } from '../telemetry/log.ts';
 import type { Views } from '../views/index.ts';
 import { cimdConfiguration } from './cimd.ts';
 import { logRefusals } from './refusals.ts';
+import { answerStoreOutages } from './store-outage.ts';
+import { StoreUnavailableError } from '../store/types.ts';
 import { clientBasedCors } from './cors.ts';
 import type { KeyMaterial } from './keys.ts';
 import { resourceScopes, TTL } from './policy.ts';
@@ -155,7 +157,8 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
       const unknownClient = (error as { error_detail?: string }).error_detail === 'client not found';
       const known = unknownClient ? loginErrorText('invalid_client') : undefined;
       // What is shown of oidc-provider's own errors is decided by the same rule as ours.
-      const view = publicView(fromOAuthOutput(status, out));
+      // A store outage keeps its own answer (503, "temporarily unavailable"), not a generic 500.
+      const view = publicView(error instanceof StoreUnavailableError ? error : fromOAuthOutput(status, out));
       ctx.body = await views.render('error', {
         title: known?.heading ?? 'Sign-in error',
         heading: known?.heading ?? view.heading,
@@ -175,5 +178,6 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
   bindTokensToGrantSecrets(provider, log);
 
   logRefusals(provider, log);
+  answerStoreOutages(provider, log);
   return provider;
 }

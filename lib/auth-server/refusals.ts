@@ -1,5 +1,6 @@
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import { StoreUnavailableError } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 
 /**
@@ -53,7 +54,9 @@ export function logRefusals(provider: Provider, log: Logger): void {
       });
     });
   }
-  provider.on('server_error', (_ctx: KoaContextWithOIDC, error: Error) =>
-    log.error('authorization server error', { error: error.message, detail: error.stack }),
-  );
+  provider.on('server_error', (_ctx: KoaContextWithOIDC, error: Error) => {
+    // An outage is no defect: store-outage.ts logs it once, without a stack.
+    if (error instanceof StoreUnavailableError) return;
+    log.error('authorization server error', { error: error.message, detail: error.stack });
+  });
 }

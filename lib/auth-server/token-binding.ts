@@ -1,10 +1,11 @@
-import express, { Router, type Request, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { Logger } from '../telemetry/log.ts';
 import { currentRequest } from '../telemetry/request-context.ts';
 import { grantSecretOf, tokenValueWith, type GrantSecret } from '../vault/grant-secret.ts';
 import { cookieAttributes, cookieValues, GRANT_SECRET_COOKIE, openGrantSecretCookie } from './grant-secret-cookie.ts';
+import { edgeBody } from '../http/edge-body.ts';
 
 /**
  * Every authorization code, access token and refresh token of ours carries its grant's secret G
@@ -156,8 +157,8 @@ function fromTokenRequest(body: unknown): Issuance {
  */
 export function grantSecretContext({ paths, cookieKeys, secure, log }: GrantSecretContextOptions): Router {
   const router = Router();
-  // Normally parsed already by the client policies in front; body-parser skips a parsed body.
-  const form = express.urlencoded({ extended: false, limit: '64kb' });
+  // Normally read already by the client policies in front; edgeBody reads a body once.
+  const form = edgeBody('form', 64 * 1024);
 
   router.post(paths.token, form, (req, _res, next) => issueWith(fromTokenRequest(req.body), next));
 

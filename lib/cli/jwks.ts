@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { exportJWK, generateKeyPair, type JSONWebKeySet, type JWK } from 'jose';
+import { ProxyError } from '../http/errors.ts';
 
 /**
  * OIDC_PROVIDER_JWKS values for operators: a fresh set, a set with a new signing key in front,
@@ -22,7 +23,11 @@ export async function freshJwks(): Promise<JSONWebKeySet> {
 }
 
 /** A user-facing problem with the JWKS given on standard input; never quotes the (secret) input. */
-export class JwksInputError extends Error {}
+export class JwksInputError extends ProxyError {
+  constructor(message: string) {
+    super('JWKS_INPUT_INVALID', message);
+  }
+}
 
 export function parseJwksInput(text: string): JSONWebKeySet {
   let parsed: unknown;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // `mcp-auth-proxy <command>`: the package's command line (package.json "bin"; `npm run jwks`).
+import { ProxyError } from '../http/errors.ts';
 import { addSigningKey, freshJwks, JwksInputError, parseJwksInput, retireKey } from './jwks.ts';
 
 const USAGE = `Usage:
@@ -27,7 +28,11 @@ async function jwks(args: string[]): Promise<string> {
   throw new UsageError(`unknown arguments: jwks ${args.join(' ')}`);
 }
 
-class UsageError extends Error {}
+class UsageError extends ProxyError {
+  constructor(message: string) {
+    super('USAGE', message);
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;

@@ -128,7 +128,8 @@ export const VARIABLES: readonly VariableDoc[] = [
     production: 'yes (or `REDIS_URL`)',
     development:
       'in-memory store, kept across restarts in `.mcp-auth-proxy-dev-store.json` while `OIDC_PROVIDER_JWKS` is unset too',
-    meaning: 'Redis holding clients, grants, sessions and encrypted upstream tokens; `redis://` or `rediss://`.',
+    meaning:
+      'Redis (7.0 or later, checked at start-up) holding clients, grants, sessions and encrypted upstream tokens; `redis://` or `rediss://`.',
     example: 'rediss://:password@redis.example.com:6380',
   },
   {
@@ -257,7 +258,8 @@ export const VARIABLES: readonly VariableDoc[] = [
     name: 'MAX_REQUESTS',
     production: 'no',
     development: '`60`',
-    meaning: 'Requests a client may make per `MAX_REQUESTS_WINDOW` (rate limit), at least 1.',
+    meaning:
+      'Requests allowed per `MAX_REQUESTS_WINDOW` (rate limit), at least 1: per client address (the one Heroku’s router appends to `X-Forwarded-For`) for each route group — registration, authorization, token, login pages — and per grant on the MCP endpoint. Over it: 429 with `Retry-After`.',
     example: '60',
   },
   {
@@ -270,8 +272,8 @@ export const VARIABLES: readonly VariableDoc[] = [
   {
     name: 'BRANDING_TITLE',
     production: 'no',
-    development: 'the built-in title',
-    meaning: 'Title of the login pages, at most 200 characters.',
+    development: 'the MCP URL’s host',
+    meaning: 'Name of the service on every page (home, consent, errors), at most 200 characters.',
     example: 'My MCP Server',
   },
   {

@@ -8,6 +8,8 @@ import { exportJWK, generateKeyPair } from 'jose';
 import Provider, { type Adapter, type AdapterPayload, type Configuration, type Interaction } from 'oidc-provider';
 
 import { log } from '../telemetry/log.ts';
+import { edgeBody, handBack } from '../http/edge-body.ts';
+import { failRefreshGrants, requireRotatedSecret } from './identity-provider-faults.ts';
 import { escapeHtml, expiredPage, loginPage, page, sendPage } from './identity-provider-pages.ts';
 
 /**
@@ -66,6 +68,12 @@ export interface DevIdentityProvider {
    * outage must not cost the user their session. `undefined` restores normal service.
    */
   setTokenEndpointFailure(status: number | undefined): void;
+  /**
+   * The client secret as rotated by an administrator: from now on the token endpoint accepts only
+   * `secret` (401 `invalid_client` for any other, the previous one included), while every grant
+   * and refresh token issued so far stays valid. `undefined` restores the original secret.
+   */
+  rotateClientSecret(secret: string | undefined): void;
   close(): Promise<void>;
 }
 
@@ -73,7 +81,6 @@ const LOOPBACK = '127.0.0.1';
 const DEFAULT_CLIENT_ID = 'mcp-auth-proxy-dev';
 const DAY = 24 * 60 * 60;
 const TOKEN_PATH = '/token';
-const TOKEN_BODY_LIMIT = 56 * 1024; // oidc-provider's own limit for token request bodies
 
 export async function startDevIdentityProvider(opts: DevIdentityProviderOptions): Promise<DevIdentityProvider> {
   if (process.env.NODE_ENV === 'production') {
@@ -133,13 +140,21 @@ export async function startDevIdentityProvider(opts: DevIdentityProviderOptions)
     });
 
     let tokenFailure: number | undefined;
+    let rotatedSecret: string | undefined;
     const app = express();
     app.disable('x-powered-by');
+    // oidc-provider's own limit for token request bodies.
+    const tokenForm = edgeBody('form', 56 * 1024);
     app.post(TOKEN_PATH, (req, res, next) => {
-      if (tokenFailure === undefined) return next();
-      failRefreshGrants(tokenFailure, req, res, next).catch(next);
+      if (rotatedSecret === undefined && tokenFailure === undefined) return next();
+      tokenForm(req, res, (error?: unknown) => {
+        if (error) return next(error);
+        if (rotatedSecret !== undefined) return requireRotatedSecret(rotatedSecret, clientSecret, req, res, next);
+        failRefreshGrants(tokenFailure!, req, res, next);
+      });
     });
     mountInteractions(app, provider, opts.autoLogin);
+    app.use(handBack);
     app.use(provider.callback());
     server.on('request', app);
 
@@ -168,6 +183,9 @@ export async function startDevIdentityProvider(opts: DevIdentityProviderOptions)
           throw new Error(`setTokenEndpointFailure: ${status} is not an HTTP error status`);
         }
         tokenFailure = status;
+      },
+      rotateClientSecret(secret) {
+        rotatedSecret = secret;
       },
       close: () => closeServer(server),
     };
@@ -367,36 +385,6 @@ async function finish(
     { ...(login ? { login: { accountId } } : {}), consent: { grantId } },
     { mergeWithLastSubmission: false },
   );
-}
-
-/**
- * Answers refresh_token grants with the simulated failure. The body has to be read to tell the
- * grants apart; other grants continue with it attached as `req.body`, which oidc-provider
- * accepts in place of the consumed stream (printing a one-time notice about it).
- */
-async function failRefreshGrants(status: number, req: Request, res: Response, next: NextFunction): Promise<void> {
-  if (!req.is('application/x-www-form-urlencoded')) return next();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > TOKEN_BODY_LIMIT) {
-      res.status(413).json({ error: 'invalid_request', error_description: 'request body too large' });
-      return;
-    }
-    chunks.push(chunk);
-  }
-  const raw = Buffer.concat(chunks);
-  if (new URLSearchParams(raw.toString('utf8')).get('grant_type') !== 'refresh_token') {
-    req.body = raw;
-    return next();
-  }
-  if (status === 429 || status === 503) res.setHeader('Retry-After', '1');
-  res.setHeader('Cache-Control', 'no-store');
-  res.status(status).json({
-    error: status >= 500 ? 'server_error' : 'temporarily_unavailable',
-    error_description: `simulated upstream failure (HTTP ${status})`,
-  });
 }
 
 async function closeServer(server: Server): Promise<void> {

@@ -77,6 +77,7 @@ export function errorHandler({ views, log, cors }: ErrorHandlerOptions): ErrorRe
       res.destroy();
       return;
     }
+    if (error.retryAfterSeconds !== undefined) res.set('Retry-After', String(error.retryAfterSeconds));
     if (!isPagePath(req.path)) {
       cors(req, res);
       sendJsonError(res, error);

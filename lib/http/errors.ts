@@ -30,6 +30,8 @@ export interface HttpErrorOptions {
   /** The message may be shown. Default: status < 500. */
   readonly expose?: boolean;
   readonly cause?: unknown;
+  /** Sent as Retry-After: the condition is expected to pass (a 503 of a store or upstream outage). */
+  readonly retryAfterSeconds?: number;
 }
 
 /** An error that is answered: a status, and what of it may be shown. */
@@ -37,15 +39,17 @@ export class HttpError extends ProxyError {
   readonly status: number;
   readonly heading: string;
   readonly expose: boolean;
+  readonly retryAfterSeconds: number | undefined;
   /**
    * Whether the error may be sent to the client's redirect_uri. Never for ours: they arise before
    * the client and its redirect URI are verified, or at our own upstream callback (R16).
    */
   readonly allowRedirect: boolean = false;
 
-  constructor({ status, code, message, heading, expose, cause }: HttpErrorOptions) {
+  constructor({ status, code, message, heading, expose, cause, retryAfterSeconds }: HttpErrorOptions) {
     super(code, message, { cause });
     this.status = status;
+    this.retryAfterSeconds = retryAfterSeconds;
     this.heading = heading ?? (status >= 500 ? 'Something went wrong' : 'Request not accepted');
     this.expose = expose ?? status < 500;
   }
@@ -124,9 +128,12 @@ export interface PublicView {
 export function publicView(error: HttpError): PublicView {
   if (error.expose) return { status: error.status, code: error.code, heading: error.heading, message: error.message };
   const server = error.status >= 500;
+  // RFC 6749 §4.1.2.1 names a 503's condition `temporarily_unavailable`: it says to retry and
+  // nothing about why.
+  const code = server ? (error.status === 503 ? 'temporarily_unavailable' : 'server_error') : error.code;
   return {
     status: error.status,
-    code: server ? 'server_error' : error.code,
+    code,
     heading: error.heading,
     message: (server && GENERIC[error.status]) || 'An unexpected error occurred. Please try again.',
   };

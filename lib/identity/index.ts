@@ -11,6 +11,7 @@ import {
   type Resolver,
 } from '../http/outbound.ts';
 import { log as defaultLog, type Logger } from '../telemetry/log.ts';
+import { withSpan } from '../telemetry/spans.ts';
 
 /** Upstream credentials of one grant: what the MCP server receives as its bearer token. */
 export interface UpstreamCredentials {
@@ -208,6 +209,12 @@ function toCredentials(tokens: oidc.TokenEndpointResponse, previous?: UpstreamCr
   };
 }
 
+/** The identity provider refused *us* (RFC 6749 §5.2 invalid_client, or a 401 challenge), not the user's grant. */
+function clientRefused(error: unknown): boolean {
+  if (error instanceof oidc.WWWAuthenticateChallengeError) return true;
+  return error instanceof oidc.ResponseBodyError && ['invalid_client', 'unauthorized_client'].includes(error.error);
+}
+
 /**
  * Whatever the upstream says about its failure, only `invalid_grant` means the grant is dead.
  * `invalid_client` and friends mean *our* configuration is wrong: revoking users' grants for that
@@ -215,6 +222,13 @@ function toCredentials(tokens: oidc.TokenEndpointResponse, previous?: UpstreamCr
  */
 function classify(error: unknown, action: string): IdentityError {
   if (error instanceof IdentityError) return error;
+  if (clientRefused(error)) {
+    return new IdentityError(
+      'IDENTITY_TRANSIENT',
+      `upstream ${action} refused our client credentials: IDENTITY_CLIENT_ID or IDENTITY_CLIENT_SECRET is wrong or was rotated at the identity provider`,
+      { cause: error },
+    );
+  }
   if (error instanceof oidc.ResponseBodyError) {
     if (error.error === 'invalid_grant') {
       return new IdentityError('IDENTITY_GRANT_INVALID', `upstream ${action} answered invalid_grant`, { cause: error });
@@ -246,10 +260,12 @@ export async function createIdentityClient(
   options: IdentityClientOptions,
 ): Promise<IdentityClient> {
   const timeout = options.timeout ?? DEFAULT_TIMEOUT_SECONDS;
+  const log = options.log ?? defaultLog;
+  let credentialsRefused = false;
   const customFetch = createIdentityFetch({
     allowInsecure: options.allowInsecure,
     timeoutMs: timeout * 1000,
-    log: options.log ?? defaultLog,
+    log,
   });
   const configuration = await loadConfiguration(config, customFetch, timeout);
   // A Configuration from a metadata file has none yet; discovery set it already.
@@ -307,53 +323,71 @@ export async function createIdentityClient(
       if (wantsIdToken) params.nonce = nonce;
       return oidc.buildAuthorizationUrl(configuration, params);
     },
-    async exchange(callbackUrl, checks) {
-      let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
-      try {
-        tokens = await oidc.authorizationCodeGrant(configuration, callbackUrl, {
-          pkceCodeVerifier: checks.codeVerifier,
-          expectedState: checks.state,
-          expectedNonce: wantsIdToken ? checks.nonce : undefined,
-          idTokenExpected: false,
-        });
-      } catch (error) {
-        if (error instanceof oidc.AuthorizationResponseError) {
-          throw new IdentityError('IDENTITY_REJECTED', `the identity provider refused the login: ${error.error}`, {
-            cause: error,
-          });
-        }
-        const classified = classify(error, 'code exchange');
-        throw classified.code === 'IDENTITY_TRANSIENT'
-          ? classified
-          : new IdentityError('IDENTITY_REJECTED', classified.message, { cause: error });
-      }
-      const credentials = toCredentials(tokens);
-      let accountId = tokens.claims()?.sub;
-      if (!accountId && metadata.userinfo_endpoint) {
+    // A span per call to the token endpoint (here and in refresh): its outcome is `ok` or the
+    // IdentityError's code, never the message (an error may quote what the provider was sent).
+    exchange(callbackUrl, checks) {
+      return withSpan('upstream.code_exchange', {}, async () => {
+        let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
         try {
-          accountId = (await oidc.fetchUserInfo(configuration, tokens.access_token, oidc.skipSubjectCheck)).sub;
-        } catch {
-          // Fall through to the provider-specific fields below.
+          tokens = await oidc.authorizationCodeGrant(configuration, callbackUrl, {
+            pkceCodeVerifier: checks.codeVerifier,
+            expectedState: checks.state,
+            expectedNonce: wantsIdToken ? checks.nonce : undefined,
+            idTokenExpected: false,
+          });
+        } catch (error) {
+          if (error instanceof oidc.AuthorizationResponseError) {
+            throw new IdentityError('IDENTITY_REJECTED', `the identity provider refused the login: ${error.error}`, {
+              cause: error,
+            });
+          }
+          const classified = classify(error, 'code exchange');
+          throw classified.code === 'IDENTITY_TRANSIENT'
+            ? classified
+            : new IdentityError('IDENTITY_REJECTED', classified.message, { cause: error });
         }
-      }
-      accountId ??= accountIdFromTokenResponse(tokens as unknown as Record<string, unknown>);
-      if (!accountId) {
-        throw new IdentityError(
-          'IDENTITY_NO_ACCOUNT_ID',
-          'the identity provider did not say who logged in (no ID token sub, userinfo, user_id or id)',
-        );
-      }
-      return { accountId, credentials };
+        const credentials = toCredentials(tokens);
+        let accountId = tokens.claims()?.sub;
+        if (!accountId && metadata.userinfo_endpoint) {
+          try {
+            accountId = (await oidc.fetchUserInfo(configuration, tokens.access_token, oidc.skipSubjectCheck)).sub;
+          } catch {
+            // Fall through to the provider-specific fields below.
+          }
+        }
+        accountId ??= accountIdFromTokenResponse(tokens as unknown as Record<string, unknown>);
+        if (!accountId) {
+          throw new IdentityError(
+            'IDENTITY_NO_ACCOUNT_ID',
+            'the identity provider did not say who logged in (no ID token sub, userinfo, user_id or id)',
+          );
+        }
+        return { accountId, credentials };
+      });
     },
-    async refresh(refreshToken) {
-      try {
-        return toCredentials(await oidc.refreshTokenGrant(configuration, refreshToken), {
-          accessToken: '',
-          refreshToken,
-        });
-      } catch (error) {
-        throw classify(error, 'refresh');
-      }
+    refresh(refreshToken) {
+      return withSpan('upstream.refresh', {}, async () => {
+        let credentials: UpstreamCredentials;
+        try {
+          credentials = toCredentials(await oidc.refreshTokenGrant(configuration, refreshToken), {
+            accessToken: '',
+            refreshToken,
+          });
+        } catch (error) {
+          // An operator's mistake (a rotated secret not yet set here), logged as one, once until a
+          // refresh works again. Every user keeps their grant meanwhile: 503, not a logout.
+          if (clientRefused(error) && !credentialsRefused) {
+            credentialsRefused = true;
+            log.error(
+              'the identity provider refuses our client credentials: set IDENTITY_CLIENT_SECRET (and IDENTITY_CLIENT_ID) to what it expects; users keep their logins and get 503 until then',
+            );
+          }
+          throw classify(error, 'refresh');
+        }
+        if (credentialsRefused) log.info('the identity provider accepts our client credentials again');
+        credentialsRefused = false;
+        return credentials;
+      });
     },
   };
 }

@@ -7,7 +7,7 @@ import { IdentityError, type IdentityClient } from '../identity/index.ts';
 import { createConsentRegistry } from './consent.ts';
 import { abilitiesOf, describeRedirect, identityProviderName, loginError } from './pages.ts';
 import { hashId } from '../store/hash.ts';
-import type { Store } from '../store/types.ts';
+import { StoreUnavailableError, type Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { GrantSecret, type Vault } from '../vault/index.ts';
 import { grantSecretCookie } from '../auth-server/grant-secret-cookie.ts';
@@ -72,7 +72,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   const details = async (req: Request, res: Response) => {
     try {
       return await provider.interactionDetails(req, res);
-    } catch {
+    } catch (error) {
+      // The store not answering says nothing about the login: 503, try again (not "expired").
+      if (error instanceof StoreUnavailableError) throw error;
       throw loginError('interaction_not_found');
     }
   };

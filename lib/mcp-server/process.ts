@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { McpRunConfig } from '../config/types.ts';
 import { ProxyError } from '../http/errors.ts';
+import { logChildLine } from '../telemetry/child-log.ts';
 import { log as defaultLog, type Logger } from '../telemetry/log.ts';
 
 /**
@@ -60,10 +61,12 @@ const MAX_LINE_CHARS = 16 * 1024;
 /**
  * The MCP server is third-party code: it gets none of the proxy's own credentials (upstream
  * client secret, signing keys, the Redis URL with its password). Whatever it needs must be given
- * to it explicitly through `run.env` (MCP_SERVER_ENV_* in configuration).
+ * to it explicitly through `run.env` (MCP_SERVER_RUN_ENV_JSON).
  */
 const SECRET_PREFIXES = ['IDENTITY_', 'OIDC_PROVIDER_', 'MCP_AUTH_PROXY_'];
-const SECRET_NAMES = new Set(['REDIS_URL']);
+// The OTLP headers hold the tracing backend's API key (Honeycomb's `x-honeycomb-team`, …). An
+// MCP server that traces itself is given its own key through MCP_SERVER_RUN_ENV_JSON.
+const SECRET_NAMES = new Set(['REDIS_URL', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS']);
 
 export function childEnvironment(parent: NodeJS.ProcessEnv, run: McpRunConfig, url: URL): Record<string, string> {
   const env: Record<string, string> = {};
@@ -128,8 +131,9 @@ export async function startMcpServer(opts: StartMcpServerOptions): Promise<McpSe
     });
   });
 
-  relayLines(child.stdout!, (line) => logger.info(line, { stream: 'stdout' }));
-  relayLines(child.stderr!, (line) => logger.info(line, { stream: 'stderr' }));
+  // Its output becomes our lines (its JSON or logfmt fields merged, not quoted), scrubbed.
+  relayLines(child.stdout!, (line) => logChildLine('stdout', line));
+  relayLines(child.stderr!, (line) => logChildLine('stderr', line));
 
   const exited = new Promise<McpServerExit>((resolve) => {
     child.once('exit', (code, signal) => {

@@ -101,16 +101,25 @@ export class Answers {
   /**
    * The request to the MCP server ended before its answer: the body was too large, the client
    * left (nobody to answer), or the MCP server was unreachable, died or reset the connection.
+   * Returns which, as the MCP call span's outcome.
    */
-  upstreamFailed(req: IncomingMessage, res: ServerResponse, clientGone: boolean, error: unknown): void {
+  upstreamFailed(
+    req: IncomingMessage,
+    res: ServerResponse,
+    clientGone: boolean,
+    error: unknown,
+  ): 'body_too_large' | 'client_gone' | 'unreachable' {
     if (error instanceof BodyTooLargeError) {
       this.refuseBody(req, res);
-    } else if (error instanceof ClientGoneError || clientGone) {
-      res.destroy();
-    } else {
-      this.log.warn('MCP server unreachable', { error: (error as Error).message });
-      this.error(res, 502, 'bad_gateway', 'the MCP server could not be reached');
+      return 'body_too_large';
     }
+    if (error instanceof ClientGoneError || clientGone) {
+      res.destroy();
+      return 'client_gone';
+    }
+    this.log.warn('MCP server unreachable', { error: (error as Error).message });
+    this.error(res, 502, 'bad_gateway', 'the MCP server could not be reached');
+    return 'unreachable';
   }
 
   /** A defect of ours, not the client's nor the MCP server's: logged in full, answered 500. */

@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Span } from '@opentelemetry/api';
+import { injectTraceparent } from '../telemetry/spans.ts';
 import { clientProtocol } from '../http/forwarded.ts';
 import type { Caller } from './authenticate.ts';
 
@@ -172,8 +174,9 @@ export function identityHeaders(caller: Caller): string[] {
 
 /**
  * Every header of the request to the MCP server: the client's (`forwardRequestHeaders`), then
- * ours. `replayLength`: the kept body's size when this is a replay (its framing is ours to
- * declare).
+ * ours. `span`: the MCP call's, sent as `traceparent` so the MCP server's spans join the trace
+ * (with tracing off the client's own passes untouched). `replayLength`: the kept body's size when
+ * this is a replay (its framing is ours to declare).
  */
 export function upstreamRequestHeaders(
   req: IncomingMessage,
@@ -182,6 +185,7 @@ export function upstreamRequestHeaders(
   cookies: CookiePolicy,
   identity: readonly string[],
   accessToken: string,
+  span: Span | undefined,
   replayLength?: number,
 ): string[] {
   const replay = replayLength !== undefined;
@@ -207,6 +211,7 @@ export function upstreamRequestHeaders(
   if (replay && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)) {
     headers.push('Content-Length', String(replayLength));
   }
+  injectTraceparent(headers, span);
   return headers;
 }
 

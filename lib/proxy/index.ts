@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Provider from 'oidc-provider';
 import { grantRevocation } from '../auth-server/grant-events.ts';
 import type { Config } from '../config/types.ts';
+import { GrantRateLimiter, limitPerGrant } from '../rate-limit/grant.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import type { Vault } from '../vault/index.ts';
@@ -63,12 +64,14 @@ export function createMcpProxy({ config, provider, vault, store, log, mcpServer 
     mcpServer,
   };
 
+  const rateLimiter = new GrantRateLimiter(store, config.rateLimit, log);
   const admit = inOrder(
     checkOrigin(ctx), //             R6: no other web page drives the user's MCP session
     route(ctx), //                   the path below /mcp, never outside it
     refuseQueryToken(ctx), //        R3: the header only
     identifyCaller(ctx), //          R2–R4: our token for this resource (cached)
     requireScopes(ctx), //           R5
+    limitPerGrant(rateLimiter, ctx.answer), // MAX_REQUESTS per window and grant, counted in process
     limitDeclaredBody(ctx), //       413 before anything is sent on
     awaitMcpServer(ctx), //          503 while it (re)starts
     loadUpstreamCredentials(ctx), // R22: the grant's upstream token (cached, refreshed ahead)

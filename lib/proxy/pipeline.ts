@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Span } from '@opentelemetry/api';
 import type Provider from 'oidc-provider';
 import type { GrantRevocation } from '../auth-server/grant-events.ts';
 import type { Config } from '../config/types.ts';
@@ -39,6 +40,8 @@ export class McpCall {
   caller: KnownToken | undefined = undefined;
   /** The grant's upstream credentials (`loadUpstreamCredentials`). */
   entry: VaultEntry | undefined = undefined;
+  /** The call to the MCP server's span, with tracing on (`forwardToMcpServer`). */
+  span: Span | undefined = undefined;
 
   constructor(
     readonly req: IncomingMessage,

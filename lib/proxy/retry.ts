@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { IdentityError, type UpstreamCredentials } from '../identity/index.ts';
+import { endMcpCallSpan } from '../telemetry/spans.ts';
 import type { Caller } from './authenticate.ts';
 import type { ClientBody } from './body.ts';
 import { forwardResponseHeaders } from './headers.ts';
@@ -57,6 +58,7 @@ export function retryAfterRefresh(
     try {
       credentials = await vault.refresh(caller.grantId, caller.secret, entry.credentials.accessToken);
     } catch (error) {
+      endMcpCallSpan(call.span, 'refresh_failed');
       await refreshFailed(res, caller, error);
       return;
     }
@@ -69,17 +71,21 @@ export function retryAfterRefresh(
       // A fresh upstream token refused too: this grant cannot reach the MCP server. Send the
       // client back through login rather than echo the MCP server's own challenge.
       response.resume();
+      endMcpCallSpan(call.span, 'upstream_refused', 401);
       log.warn('MCP server refused a freshly refreshed upstream token', { grant_id: caller.grantId });
       answer.unauthorized(res, 'invalid_token', 'the MCP server refused the upstream credentials');
       return;
     }
     body.release();
+    endMcpCallSpan(call.span, 'refreshed', response.statusCode);
     streamBack(response, res, forwardResponseHeaders(response.rawHeaders, cookies));
   };
 
   return (call, body, link, refused) => {
     retry(call, body, link, refused)
-      .catch((error: unknown) => answer.upstreamFailed(call.req, call.res, link.clientGone, error))
+      .catch((error: unknown) =>
+        endMcpCallSpan(call.span, answer.upstreamFailed(call.req, call.res, link.clientGone, error)),
+      )
       .catch((error: unknown) => answer.failUnexpectedly(call.res, error));
   };
 }

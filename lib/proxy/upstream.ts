@@ -81,6 +81,7 @@ export function upstreamRequest(
     upstream.cookies,
     call.caller.identityHeaders,
     accessToken,
+    call.span,
     replay ? body.size : undefined,
   );
   return { method: req.method ?? 'GET', path: call.path, headers, body, link };

@@ -5,12 +5,14 @@ import {
   DEVICE_FLOW_UNSUPPORTED,
   GRANTABLE,
   assertTtl,
+  clientKeptAlive,
   decodeRecord,
   encodePayload,
   epochSeconds,
   grantSetKey,
   idHashOf,
   recordKey,
+  recordTtl,
   uidIndexKey,
   type StoredRecord,
 } from './redis.ts';
@@ -137,7 +139,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
           indexes: [...indexes.keys()],
           grant,
         },
-        expiresIn,
+        recordTtl(this.model, expiresIn),
       );
       for (const [index, value] of indexes) put(index, value, expiresIn);
 
@@ -155,6 +157,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
           for (const member of members) if (!live(member)) members.delete(member);
         }
         entries.set(grant, { value: members, expiresAt });
+      }
+
+      const client = clientKeptAlive(this.model, payload, expiresIn);
+      const clientEntry = client === undefined ? undefined : live(client);
+      if (clientEntry?.expiresAt !== undefined) {
+        clientEntry.expiresAt = Math.max(clientEntry.expiresAt, Date.now() + expiresIn! * 1000);
       }
     }
 
@@ -231,6 +239,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       if (getString(key) !== value) return false;
       entries.delete(key);
       return true;
+    },
+
+    async increment(key, by, windowMs) {
+      const now = Date.now();
+      const entry = live(key);
+      const count = Number(entry?.value ?? 0) + by;
+      const expiresAt = entry?.expiresAt ?? now + windowMs;
+      entries.set(key, { value: String(count), expiresAt });
+      return { count, resetMs: expiresAt - now };
     },
 
     async publish(channel, message) {

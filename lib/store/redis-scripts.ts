@@ -6,6 +6,16 @@ import type { Redis } from 'ioredis';
 // ---------------------------------------------------------------------------------------------
 
 /**
+ * Script flags (Redis ≥ 7, checked at boot). A script without them runs past `maxmemory` once its
+ * first write went through, and UPSERT's first write is a DEL, which Redis always allows: a full
+ * Redis would still take registrations while refusing consent and refreshes. A flagged script that
+ * may write is refused as a whole while Redis is out of memory or read-only, like any write.
+ * Scripts that only delete may run regardless (`allow-oom`): revocation must work on a full Redis.
+ */
+const WRITES = '#!lua\n';
+const DELETES_ONLY = '#!lua flags=allow-oom\n';
+
+/**
  * Removes a record's index entries that still point at it (a newer record may have taken the uid
  * since) and its membership of its grant set. Index values start with the record's
  * hashed id; hashes are base64url, so they never contain the ':' that ends the key.
@@ -29,7 +39,7 @@ end
  * index values… The grant set lives at least as long as its longest-lived member, or forever when
  * one member does; members whose record has expired are pruned once the set grows.
  */
-export const UPSERT = `${UNLINK}
+export const UPSERT = `${WRITES}${UNLINK}
 local record = KEYS[1]
 local ttl = tonumber(ARGV[3])
 local hasGrant = ARGV[4] == '1'
@@ -71,14 +81,14 @@ end
 return 1
 `;
 
-export const DESTROY = `${UNLINK}
+export const DESTROY = `${DELETES_ONLY}${UNLINK}
 unlink(KEYS[1])
 return redis.call('DEL', KEYS[1])
 `;
 
 /** Members are full record keys, so this script touches keys it was not given in KEYS; fine on a
  * single Redis (Heroku Key-Value Store), not on Redis Cluster. */
-export const REVOKE = `${UNLINK}
+export const REVOKE = `${DELETES_ONLY}${UNLINK}
 for _, record in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   unlink(record)
   redis.call('DEL', record)
@@ -87,14 +97,31 @@ return redis.call('DEL', KEYS[1])
 `;
 
 /** Without the EXISTS guard an HSET on an expired record would recreate it with no TTL. */
-export const CONSUME = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'consumed', ARGV[1]) end
+export const CONSUME = `${WRITES}if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'consumed', ARGV[1]) end
 return 0
 `;
 
-export const DELETE_IF_EQUALS = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+export const DELETE_IF_EQUALS = `${DELETES_ONLY}if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+`;
+
+/**
+ * KEYS: counter. ARGV: amount, window in ms. A fixed window: the expiry is set by the increment
+ * that creates the counter and never extended. Returns the count and the ms left.
+ */
+export const INCREMENT = `${WRITES}local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  ttl = tonumber(ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return { count, ttl }
+`;
+
+/** KEYS: key. ARGV: seconds. Lengthens an expiry, never shortens one, never gives one to a key without. */
+export const EXTEND_EXPIRY = `${WRITES}local remaining = redis.call('TTL', KEYS[1])
+if remaining >= 0 and remaining < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return remaining
 `;
 
 export type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;

@@ -6,7 +6,17 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { RedisConfig } from '../config/types.ts';
 import { log, redactUrl } from '../telemetry/log.ts';
 import { hashId } from './hash.ts';
-import { CONSUME, defineScript, DELETE_IF_EQUALS, DESTROY, REVOKE, UPSERT } from './redis-scripts.ts';
+import {
+  CONSUME,
+  defineScript,
+  DELETE_IF_EQUALS,
+  DESTROY,
+  EXTEND_EXPIRY,
+  INCREMENT,
+  REVOKE,
+  UPSERT,
+} from './redis-scripts.ts';
+import { guardStore, stallWatch } from './outage.ts';
 import { StoreUnavailableError, type AdapterFactory, type Store, type Subscription } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -29,6 +39,26 @@ export const GRANTABLE = new Set([
   'BackchannelAuthenticationRequest',
   'PreAuthorizedCode',
 ]);
+
+/**
+ * A registered client that no grant ever used expires after a day: registration is anonymous
+ * (RFC 7591), and clients that are never used must not pile up forever. Each record that keeps a
+ * grant alive (the Grant itself, its refresh tokens) extends its client's expiry to at least its
+ * own, so a client lives as long as its longest-lived grant. Clients stored before this rule have
+ * no expiry and keep none.
+ */
+export const UNUSED_CLIENT_TTL = 24 * 60 * 60;
+export const KEEPS_CLIENT_ALIVE = new Set(['Grant', 'RefreshToken']);
+
+/** The expiry a record is stored with: oidc-provider gives none for a client. */
+export const recordTtl = (model: string, expiresIn: number | undefined): number | undefined =>
+  expiresIn ?? (model === 'Client' ? UNUSED_CLIENT_TTL : undefined);
+
+/** The client whose expiry an upsert of this record extends, if any. */
+export const clientKeptAlive = (model: string, payload: AdapterPayload, expiresIn: number | undefined) =>
+  KEEPS_CLIENT_ALIVE.has(model) && typeof payload.clientId === 'string' && expiresIn !== undefined
+    ? recordKey('Client', payload.clientId)
+    : undefined;
 
 /**
  * The device flow (RFC 8628) is not enabled, so oidc-provider never writes a user code nor looks
@@ -92,7 +122,17 @@ function describe(error: unknown): string {
   return String(error);
 }
 
-export function createRedisStore(config: RedisConfig): Store {
+/** Bounds on waiting for Redis (R2: a 503 within seconds, never a hang). */
+const CONNECT_TIMEOUT_MS = 3_000;
+const COMMAND_TIMEOUT_MS = 2_000;
+
+export interface RedisStoreOptions {
+  /** Tests shorten these; production keeps the defaults above. */
+  connectTimeoutMs?: number;
+  commandTimeoutMs?: number;
+}
+
+export function createRedisStore(config: RedisConfig, options: RedisStoreOptions = {}): Store {
   const where = redactUrl(config.url);
   const prefix = config.keyPrefix;
   const k = (key: string): string => prefix + key;
@@ -100,9 +140,12 @@ export function createRedisStore(config: RedisConfig): Store {
   const client = new Redis(config.url, {
     // No I/O at construction: createApp(deps) stays pure and start-up decides when to connect.
     lazyConnect: true,
-    connectTimeout: 5_000,
-    // A request fails within a second of refused connections instead of queueing forever;
-    // the caller answers 503 and the client retries.
+    connectTimeout: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+    // A frozen server (SIGSTOP, a host swapping) keeps the socket open and answers nothing: every
+    // command, queued ones included, fails after this long instead of hanging the request.
+    commandTimeout: options.commandTimeoutMs ?? COMMAND_TIMEOUT_MS,
+    // A command queued while the connection is being re-established fails after two failed
+    // attempts (under a second of refused connections) instead of waiting for the server.
     maxRetriesPerRequest: 2,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
     // Heroku Key-Value Store serves rediss:// with a self-signed certificate.
@@ -123,11 +166,15 @@ export function createRedisStore(config: RedisConfig): Store {
     lastConnectionError = undefined;
   });
 
+  const stall = stallWatch(client, where);
+
   const upsertScript = defineScript(client, 'oidcUpsert', UPSERT);
   const destroyScript = defineScript(client, 'oidcDestroy', DESTROY);
   const revokeScript = defineScript(client, 'oidcRevoke', REVOKE);
   const consumeScript = defineScript(client, 'oidcConsume', CONSUME);
   const deleteIfEqualsScript = defineScript(client, 'deleteIfEquals', DELETE_IF_EQUALS);
+  const incrementScript = defineScript(client, 'incrementWindow', INCREMENT);
+  const extendScript = defineScript(client, 'extendExpiry', EXTEND_EXPIRY);
 
   // -------------------------------------------------------------------------------------------
   // Pub/sub. A connection in subscriber mode can run no other command, so subscriptions share one
@@ -211,8 +258,16 @@ export function createRedisStore(config: RedisConfig): Store {
       }
       await upsertScript(
         [k(record), ...(grant ? [k(grant)] : []), ...indexKeys],
-        [encoded.payload, encoded.jti ? '1' : '0', expiresIn ?? 0, grant ? '1' : '0', ...indexValues],
+        [
+          encoded.payload,
+          encoded.jti ? '1' : '0',
+          recordTtl(this.model, expiresIn) ?? 0,
+          grant ? '1' : '0',
+          ...indexValues,
+        ],
       );
+      const client = clientKeptAlive(this.model, payload, expiresIn);
+      if (client) await extendScript([k(client)], [expiresIn!]);
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
@@ -249,7 +304,7 @@ export function createRedisStore(config: RedisConfig): Store {
     }
   }
 
-  return {
+  const store: Store = {
     kind: 'redis',
     Adapter: RedisAdapter satisfies AdapterFactory,
 
@@ -281,6 +336,14 @@ export function createRedisStore(config: RedisConfig): Store {
 
     async deleteIfEquals(key, value) {
       return (await deleteIfEqualsScript([k(key)], [value])) === 1;
+    },
+
+    async increment(key, by, windowMs) {
+      const [count, ttl] = (await incrementScript([k(key)], [by, Math.max(1, Math.ceil(windowMs))])) as [
+        number,
+        number,
+      ];
+      return { count, resetMs: ttl };
     },
 
     async publish(channel, message) {
@@ -339,6 +402,10 @@ export function createRedisStore(config: RedisConfig): Store {
         // here at boot rather than on the first login.
         await client.getdel(key);
         if (read !== value) throw new Error('the value read back differs from the value written');
+        // Our scripts carry flags (redis-scripts.ts) so that a full Redis refuses their writes.
+        await client.eval('#!lua flags=no-writes\nreturn 1', 0).catch((error: Error) => {
+          throw new Error(`Redis 7.0 or later is required (script flags): ${error.message}`);
+        });
       };
       try {
         await Promise.race([roundtrip(), deadline]);
@@ -375,4 +442,12 @@ export function createRedisStore(config: RedisConfig): Store {
       }
     },
   };
+
+  return guardStore(store, {
+    where,
+    isDown: () => stall.stalled || !healthy || client.status === 'reconnecting',
+    noticed: (error) => {
+      if (error instanceof Error && error.message === 'Command timed out') stall.begin();
+    },
+  });
 }

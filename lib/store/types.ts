@@ -1,4 +1,5 @@
 import type { Adapter } from 'oidc-provider';
+import { HttpError } from '../http/errors.ts';
 
 /** What oidc-provider's `adapter` option takes: a constructor given the model name. */
 export type AdapterFactory = new (model: string) => Adapter;
@@ -25,6 +26,13 @@ export interface Store {
   setIfAbsent(key: string, value: string, ttlSeconds: number): Promise<boolean>;
   /** Delete only while the value is still `value` (release a lock we still own). */
   deleteIfEquals(key: string, value: string): Promise<boolean>;
+
+  /**
+   * Adds `by` to the counter at `key`, which expires `windowMs` after its first increment (a fixed
+   * window: later increments do not extend it). Returns the new count and the milliseconds left
+   * until the counter resets. Rate limits are built on this.
+   */
+  increment(key: string, by: number, windowMs: number): Promise<{ count: number; resetMs: number }>;
 
   /**
    * Broadcasts `message` to every subscriber of `channel` in every process sharing this store,
@@ -57,6 +65,26 @@ export interface Subscription {
   unsubscribe(): Promise<void>;
 }
 
-export class StoreUnavailableError extends Error {
-  readonly code = 'STORE_UNAVAILABLE';
+/** Seconds a client is asked to wait after the store failed: about one reconnect attempt. */
+export const STORE_RETRY_AFTER_SECONDS = 2;
+
+/**
+ * The store did not answer, or refused to write (down, frozen, full, read-only). Never a 500 and
+ * never a 401 (R2): the request was fine and will be again, so 503 with Retry-After. The message
+ * names the store for the operator's log; a client only sees `temporarily_unavailable`.
+ */
+export class StoreUnavailableError extends HttpError {
+  /** What Koa and oidc-provider read as the answer's status. */
+  readonly statusCode = 503;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super({
+      status: 503,
+      code: 'STORE_UNAVAILABLE',
+      message,
+      expose: false,
+      cause: options?.cause,
+      retryAfterSeconds: STORE_RETRY_AFTER_SECONDS,
+    });
+  }
 }

@@ -53,7 +53,10 @@ function finishRequest(req: IncomingMessage, res: ServerResponse, request: Reque
   const method = req.method ?? 'GET';
   const aborted = !res.writableFinished;
   const target = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/';
-  endRequestSpan(request.span, method, res.statusCode, route ?? expressRoute(req) ?? pathOf(target), aborted);
+  if (request.span) {
+    const template = route ?? expressRoute(req) ?? scrubPath(pathOf(target));
+    endRequestSpan(request.span, method, res.statusCode, template, target, aborted);
+  }
   if (!isEnabled('info')) return;
   write('info', 'request', {
     method,

@@ -28,34 +28,35 @@ type Attributes = Record<string, string | number | boolean | undefined>;
 export function startRequestSpan(req: IncomingMessage, requestId: string): Span | undefined {
   if (!tracer) return undefined;
   const method = req.method ?? 'GET';
+  // Not through safeAttributes: the keys are these, Node's parser admits only a token as the
+  // method, and the request id is ours or passed requestIdFor's check. Every request pays here.
   return tracer.startSpan(method, {
     kind: SpanKind.SERVER,
     root: true,
-    attributes: safeAttributes({
-      'http.request.method': method,
-      'url.path': (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/',
-      'request.id': requestId,
-    }),
+    attributes: { 'http.request.method': method, 'request.id': requestId },
   });
 }
 
 /**
  * Ends the request span: named `METHOD route` (the route template, low cardinality) unless the
- * path matched nothing, then `METHOD` alone, as the HTTP conventions ask.
+ * path matched nothing, then `METHOD` alone, as the HTTP conventions ask. `route` is a template
+ * of ours or a path already scrubbed; `target` (path and query as requested) is added as
+ * `url.path`, scrubbed, when it says more than the route: a query, an id in the path.
  */
 export function endRequestSpan(
   span: Span | undefined,
   method: string,
   status: number,
   route: string | undefined,
+  target: string,
   aborted = false,
 ): void {
   if (!span) return;
   if (route && status !== 404) {
-    const template = scrubPath(route);
-    span.updateName(`${method} ${template}`);
-    span.setAttribute('http.route', template);
+    span.updateName(`${method} ${route}`);
+    span.setAttribute('http.route', route);
   }
+  if (target !== route) span.setAttribute('url.path', scrubPath(target));
   span.setAttribute('http.response.status_code', status);
   if (aborted) span.setAttribute('http.aborted', true);
   // HTTP server spans are errors for 5xx only: a 401 is the protocol working.

@@ -5,6 +5,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type {
   OAuthClientInformationMixed,
   OAuthClientMetadata,
@@ -104,6 +105,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     IDENTITY_CLIENT_SECRET: idp.clientSecret,
     IDENTITY_SCOPE: 'openid profile offline_access',
     OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
+    // Tests log in many times a minute from one address; test/rate-limit.test.ts sets its own.
+    MAX_REQUESTS: '100000',
     // close() ends open streams at once, as before graceful shutdown existed; test/shutdown.test.ts covers the drain.
     MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS: '0',
     ...(options.redis === false
@@ -237,17 +240,21 @@ export class TestOAuthClient implements OAuthClientProvider {
 }
 
 /** Connects an SDK client, doing the OAuth dance when the proxy asks for it. */
-export async function connectClient(mcpUrl: string, oauth: TestOAuthClient): Promise<Client> {
+export async function connectClient(
+  mcpUrl: string,
+  oauth: TestOAuthClient,
+  options: { fetch?: FetchLike } = {},
+): Promise<Client> {
   const client = new Client({ name: 'proxy-e2e', version: '1.0.0' });
   try {
-    await client.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: oauth }));
+    await client.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { ...options, authProvider: oauth }));
     return client;
   } catch (error) {
     if (!(error instanceof UnauthorizedError)) throw error;
   }
   const code = oauth.lastRedirect?.searchParams.get('code');
   if (!code) throw new Error(`no authorization code: ${oauth.lastRedirect?.href}`);
-  const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: oauth });
+  const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { ...options, authProvider: oauth });
   await transport.finishAuth(code);
   await client.connect(transport);
   return client;

@@ -3,10 +3,13 @@ import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+const START_ARGS = ['--import', 'tsx', '--import', './lib/telemetry/tracing.ts', 'lib/main.ts'];
 
 /**
- * The real entry point (`node --import tsx lib/main.ts`) on the Node.js running the tests, with
- * exactly the environment given (plus PATH and HOME): nothing leaks in from the developer's shell.
+ * The real entry point as `npm start` runs it (`node --import tsx --import
+ * ./lib/telemetry/tracing.ts lib/main.ts`: the tracing preload does nothing without OTEL_*) on
+ * the Node.js running the tests, with exactly the environment given (plus PATH and HOME): nothing
+ * leaks in from the developer's shell.
  */
 export class WebProcess {
   readonly child: ChildProcessWithoutNullStreams;
@@ -15,7 +18,7 @@ export class WebProcess {
   readonly exited: Promise<number | null>;
 
   constructor(env: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', 'lib/main.ts'], {
+    this.child = spawn(process.execPath, START_ARGS, {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: 'info', ...env },
       cwd: repoRoot,
     });
