@@ -402,6 +402,8 @@ async function main(): Promise<void> {
     MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix,
     OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
     MCP_SERVER_URL: mcpUrl,
+    // One grant sends every request here: the per-grant rate limit is counted, never reached.
+    MAX_REQUESTS: '1000000000',
   };
   // BENCH_PROXY_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, passes flags to the proxy's
   // Node; BENCH_BARE_NODE_ARGS to the bare forwarder's.
