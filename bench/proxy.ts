@@ -2,19 +2,30 @@
  * `npm run bench`: the same MCP JSON-RPC call (`tools/call echo`) sent straight to the example MCP
  * server, through the proxy, through the proxy with tracing on (`traced`, see startTracedProxy),
  * and through a bare forwarder (bench/bare-forwarder.ts, the cost of any Node.js hop), side by
- * side in one run, at 1, 10 and 50 connections. Prints requests/s, p50 and p99 latency, the
- * proxy/direct ratios, tracing on/off, and the proxy's RSS.
+ * side in one run, at 1, 10 and 50 connections. Prints requests/s, p50 and p99 latency, CPU time
+ * per request, the ratios to direct, the proxy's against the bare forwarder's, tracing on/off, and
+ * the proxy's RSS.
  *
  * Everything runs on this machine: the proxy as its real web process (lib/main.ts) with
  * the Redis store, the example MCP server as the proxy's child, and this load generator. Ratios
  * matter, not absolute figures: the three share the same cores.
  *
+ * The proxy runs as in production: compiled JavaScript (`tsc` into node_modules/.cache, no tsx
+ * loader in the process) with the production web process's Node flags. So do the bare forwarder
+ * and the example MCP server (compiled, Node's default flags).
+ *
  * Needs Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0). BENCH_SECONDS sets the
- * length of each measurement (default 4).
+ * length of each measurement (default 4), BENCH_CONNECTIONS the levels (default 1,10,50).
+ * BENCH_PROXY_NODE_ARGS and BENCH_BARE_NODE_ARGS add Node flags (`--cpu-prof` …).
+ *
+ * A/B comparisons: BENCH_B_NODE_ARGS and BENCH_B_ENTRY, each a comma-separated list, start more
+ * proxies measured beside the first in the same slices, under the same outside load: proxy-b,
+ * proxy-c… with those extra flags, and that entry point (default: the same build; for another
+ * version of the code, a build of it inside this project, so that it finds node_modules).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,11 +38,51 @@ import { freePort } from '../test/helpers/stack.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
-const LEVELS = [1, 10, 50];
+const LEVELS = (process.env.BENCH_CONNECTIONS ?? '1,10,50').split(',').map(Number);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** Inside the project, so the compiled files resolve its node_modules. */
+const BUILD = join(ROOT, 'node_modules', '.cache', 'mcp-auth-proxy-bench');
+
+/**
+ * Compiles the project as its build does (the same tsconfig, views beside the code). Type errors
+ * are `npm run typecheck`'s business, not the benchmark's.
+ */
+function build(): void {
+  rmSync(BUILD, { recursive: true, force: true });
+  const tsc = spawnSync(
+    process.execPath,
+    [
+      join(ROOT, 'node_modules/typescript/bin/tsc'),
+      '-p',
+      'tsconfig.json',
+      '--outDir',
+      BUILD,
+      '--noCheck',
+      '--sourceMap',
+      'false',
+    ],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
+  if (tsc.status !== 0) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  for (const file of readdirSync(join(ROOT, 'lib/views'))) {
+    if (file.endsWith('.ejs')) copyFileSync(join(ROOT, 'lib/views', file), join(BUILD, 'lib/views', file));
+  }
+}
+
+const nodeArgs = (value: string | undefined) => value?.split(' ').filter(Boolean) ?? [];
+
+/**
+ * The Node flags of the production web process (bin/support/web, the buildpack's web command):
+ * keep the two alike. A young generation of at most 2 × 8 MiB: V8's default on a machine with
+ * gigabytes of memory lets it grow to 2 × 32 MiB, which the proxy's short-lived garbage fills, for
+ * 20–55 MiB more resident memory and no gain in CPU time per request (issue 8, measured with this
+ * benchmark's A/B proxies).
+ */
+const PRODUCTION_NODE_ARGS = ['--max-semi-space-size=8'];
 
 interface Target {
-  name: 'direct' | 'proxy' | 'bare' | 'traced';
+  /** direct, proxy, bare, or proxy-b, proxy-c… (BENCH_B_*). */
+  name: string;
   /** The forwarding process in front of the MCP server, if any. */
   pid?: number;
   url: URL;
@@ -66,7 +117,8 @@ async function waitUntilListening(
 
 async function startBareForwarder(mcpUrl: string): Promise<{ child: ChildProcess; url: URL }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/bare-forwarder.ts', String(port), mcpUrl], {
+  const args = nodeArgs(process.env.BENCH_BARE_NODE_ARGS);
+  const child = spawn(process.execPath, [...args, join(BUILD, 'bench/bare-forwarder.js'), String(port), mcpUrl], {
     cwd: ROOT,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -77,10 +129,13 @@ async function startBareForwarder(mcpUrl: string): Promise<{ child: ChildProcess
   return { child, url };
 }
 
-async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<ChildProcess> {
-  // BENCH_PROXY_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, profiles the proxy process.
-  const nodeArgs = process.env.BENCH_PROXY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'lib/main.ts'], {
+async function startProxy(
+  env: NodeJS.ProcessEnv,
+  listening: string,
+  args: string[],
+  entry = join(BUILD, 'lib/main.js'),
+): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...args, entry], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -89,7 +144,7 @@ async function startProxy(env: NodeJS.ProcessEnv, baseUrl: string): Promise<Chil
   child.stderr!.on('data', (chunk) => (output += chunk));
   await waitUntilListening(
     child,
-    `${baseUrl}/readyz`,
+    `${listening}/readyz`,
     () => output,
     (res) => res.ok,
   );
@@ -117,36 +172,26 @@ async function startSpanSink(): Promise<{ endpoint: string; exports: () => numbe
 
 /**
  * A second proxy process in front of the same MCP server, store and keys (so the same token works
- * on it: BASE_URL is the first proxy's, only PORT differs), started as `npm start` starts it, with
- * the tracing preload, every request sampled and its spans exported to `endpoint`.
+ * on it: BASE_URL is the first proxy's, only PORT differs), with the tracing preload, every request
+ * sampled and its spans exported to `endpoint`.
  */
 async function startTracedProxy(env: NodeJS.ProcessEnv, endpoint: string): Promise<{ child: ChildProcess; url: URL }> {
   const port = await freePort();
-  const nodeArgs = process.env.BENCH_PROXY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const preload = ['--import', 'tsx', '--import', './lib/telemetry/tracing.ts'];
-  const child = spawn(process.execPath, [...nodeArgs, ...preload, 'lib/main.ts'], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
+  const child = await startProxy(
+    {
       ...env,
       PORT: String(port),
-      MCP_SERVER_RUN_COMMAND: undefined,
-      MCP_SERVER_RUN_ARGS_JSON: undefined,
-      MCP_SERVER_RUN_DIR: undefined,
       OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
       OTEL_TRACES_SAMPLER: 'always_on',
       OTEL_SERVICE_NAME: 'bench-proxy',
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let output = '';
-  child.stderr!.on('data', (chunk) => (output += chunk));
-  await waitUntilListening(
-    child,
-    `http://127.0.0.1:${port}/readyz`,
-    () => output,
-    (res) => res.ok,
+    `http://127.0.0.1:${port}`,
+    [
+      ...PRODUCTION_NODE_ARGS,
+      ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS),
+      '--import',
+      join(BUILD, 'lib/telemetry/tracing.js'),
+    ],
   );
   return { child, url: new URL(`http://127.0.0.1:${port}/mcp`) };
 }
@@ -305,6 +350,11 @@ interface Summary {
   errors: number;
 }
 
+/** A target's figures at one level; CPU in µs per request, '?' or '-' where not measured. */
+interface Row extends Summary {
+  cpu: { hop: string; mcp: string; load: string };
+}
+
 function summarize(result: Result): Summary {
   const sorted = [...result.latenciesMs].sort((a, b) => a - b);
   return {
@@ -330,30 +380,43 @@ function childPids(pid: number): number[] {
   }
 }
 
-function rssMiB(pid: number): number {
+/** Resident memory, in MiB: the whole, and its anonymous part (heaps, buffers) and file part (mapped code). */
+function rss(pid: number): string {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
-  return kb / 1024;
+  const mib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) / 1024;
+  return `${mib('VmRSS').toFixed(1)} MiB (anonymous ${mib('RssAnon').toFixed(1)}, files ${mib('RssFile').toFixed(1)})`;
 }
 
 async function main(): Promise<void> {
+  build();
   const [port, mcpPort] = [await freePort(), await freePort()];
   const prefix = `bench-${randomBytes(4).toString('hex')}:`;
   const baseUrl = `http://localhost:${port}`;
+  const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
   const children: ChildProcess[] = [];
-  const proxyEnv: NodeJS.ProcessEnv = {
+  const env = {
     PORT: String(port),
     BASE_URL: baseUrl,
     LOG_LEVEL: 'warn',
     MCP_AUTH_PROXY_REDIS_URL: REDIS_URL,
     MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix,
     OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
-    MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
-    MCP_SERVER_RUN_COMMAND: process.execPath,
-    MCP_SERVER_RUN_ARGS_JSON: JSON.stringify(['--import', 'tsx', 'lib/dev/example-mcp-server.ts']),
-    MCP_SERVER_RUN_DIR: ROOT,
+    MCP_SERVER_URL: mcpUrl,
+    // One grant sends every request here: the per-grant rate limit is counted, never reached.
+    MAX_REQUESTS: '1000000000',
   };
-  const proxy = await startProxy(proxyEnv, baseUrl);
+  // BENCH_PROXY_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, passes flags to the proxy's
+  // Node; BENCH_BARE_NODE_ARGS to the bare forwarder's.
+  const proxy = await startProxy(
+    {
+      ...env,
+      MCP_SERVER_RUN_COMMAND: process.execPath,
+      MCP_SERVER_RUN_ARGS_JSON: JSON.stringify([join(BUILD, 'lib/dev/example-mcp-server.js')]),
+      MCP_SERVER_RUN_DIR: ROOT,
+    },
+    baseUrl,
+    [...PRODUCTION_NODE_ARGS, ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS)],
+  );
   const sink = await startSpanSink();
   try {
     const client = await registerClient(baseUrl, {
@@ -369,27 +432,42 @@ async function main(): Promise<void> {
       user: 'bench',
       browser: createBrowser(),
     });
-    const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
     const bare = await startBareForwarder(mcpUrl);
     children.push(bare.child);
-    const traced = await startTracedProxy(proxyEnv, sink.endpoint);
+    const traced = await startTracedProxy(env, sink.endpoint);
     children.push(traced.child);
+    const authorization = { authorization: `Bearer ${token.body.access_token}` };
+    // Every target gets the same request, token included: a client of an MCP server always sends
+    // one. The bare forwarder passes it on, as the proxy passes on the upstream token in its
+    // place, so the MCP server sees a bearer token on every path.
     const targets: Target[] = [
-      { name: 'direct', url: new URL(mcpUrl), headers: {} },
-      {
-        name: 'proxy',
-        url: new URL(`${baseUrl}/mcp`),
-        headers: { authorization: `Bearer ${token.body.access_token}` },
-        pid: proxy.pid!,
-      },
-      { name: 'bare', url: bare.url, headers: {}, pid: bare.child.pid! },
-      {
-        name: 'traced',
-        url: traced.url,
-        headers: { authorization: `Bearer ${token.body.access_token}` },
-        pid: traced.child.pid!,
-      },
+      { name: 'direct', url: new URL(mcpUrl), headers: authorization },
+      { name: 'proxy', url: new URL(`${baseUrl}/mcp`), headers: authorization, pid: proxy.pid! },
+      { name: 'bare', url: bare.url, headers: authorization, pid: bare.child.pid! },
+      { name: 'traced', url: traced.url, headers: authorization, pid: traced.child.pid! },
     ];
+    // More proxies, side by side with the first: BENCH_B_NODE_ARGS and BENCH_B_ENTRY hold one
+    // comma-separated item per proxy (proxy-b, proxy-c…). Each has the same configuration and
+    // store (so the same token is valid there), a port of its own, and forwards to the first
+    // proxy's MCP server instead of starting one.
+    const variantArgs = process.env.BENCH_B_NODE_ARGS?.split(',') ?? [];
+    const variantEntries = process.env.BENCH_B_ENTRY?.split(',') ?? [];
+    for (let v = 0; v < Math.max(variantArgs.length, variantEntries.length); v++) {
+      const portB = await freePort();
+      const b = await startProxy(
+        { ...env, PORT: String(portB) },
+        `http://localhost:${portB}`,
+        [...PRODUCTION_NODE_ARGS, ...nodeArgs(variantArgs[v])],
+        variantEntries[v] || undefined,
+      );
+      children.push(b);
+      targets.push({
+        name: `proxy-${String.fromCharCode(98 + v)}`,
+        url: new URL(`http://localhost:${portB}/mcp`),
+        headers: authorization,
+        pid: b.pid!,
+      });
+    }
     const sessions = await Promise.all(targets.map(openSession));
     // Warm every path (JIT, keep-alive sockets, caches) before measuring.
     for (const [i, target] of targets.entries()) await measure(target, sessions[i]!, 10, 1);
@@ -426,7 +504,7 @@ async function main(): Promise<void> {
           total.load += (load.user + load.system) / 1000;
         }
       }
-      return totals.map((total, i) => {
+      return totals.map((total, i): Row => {
         const summary = summarize(total.result);
         const perRequest = (ms: number) =>
           Number.isNaN(ms) ? '?' : ((ms * 1000) / Math.max(1, total.result.requests)).toFixed(0);
@@ -448,11 +526,16 @@ async function main(): Promise<void> {
       'conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy or forwarder  mcp-server  load-generator',
     );
     const rows: string[] = [];
+    const ratio = (connections: number, label: string, hop: Summary, direct: Summary) =>
+      `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${((hop.rps / direct.rps) * 100).toFixed(1).padStart(5)}% of direct, p50 +${(hop.p50 - direct.p50).toFixed(2)} ms, p99 +${(hop.p99 - direct.p99).toFixed(2)} ms`;
+    // The figures issue 8 sets its targets in: the proxy against the bare forwarder, side by side.
+    const against = (connections: number, label: string, hop: Row, yardstick: Row, name: string) =>
+      `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${((hop.rps / yardstick.rps) * 100).toFixed(1).padStart(5)}% of the ${name}'s, CPU per request ${(Number(hop.cpu.hop) / Number(yardstick.cpu.hop)).toFixed(2)}×`;
+    const byName = (results: Row[], name: string) => results[targets.findIndex((t) => t.name === name)];
+    const comparisons: string[] = [];
     const tracingRows: string[] = [];
     const tracingCost = (connections: number, off: Summary, on: Summary) =>
       `${String(connections).padEnd(6)} tracing on    throughput ${((on.rps / off.rps) * 100).toFixed(1).padStart(5)}% of tracing off, p50 +${(on.p50 - off.p50).toFixed(2)} ms, p99 +${(on.p99 - off.p99).toFixed(2)} ms`;
-    const ratio = (connections: number, label: string, hop: Summary, direct: Summary) =>
-      `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${((hop.rps / direct.rps) * 100).toFixed(1).padStart(5)}% of direct, p50 +${(hop.p50 - direct.p50).toFixed(2)} ms, p99 +${(hop.p99 - direct.p99).toFixed(2)} ms`;
     for (const connections of LEVELS) {
       const results = await interleaved(connections);
       for (const [i, s] of results.entries()) {
@@ -460,18 +543,32 @@ async function main(): Promise<void> {
           `${String(connections).padEnd(6)} ${targets[i]!.name.padEnd(8)} ${s.rps.toFixed(0).padStart(7)} ${s.p50.toFixed(2).padStart(8)} ${s.p99.toFixed(2).padStart(8)} ${String(s.errors).padStart(8)}   ${s.cpu.hop.padStart(33)} ${s.cpu.mcp.padStart(11)} ${s.cpu.load.padStart(15)}`,
         );
       }
-      const [direct, viaProxy, viaBare] = [results[0]!, results[1]!, results[2]!];
-      rows.push(ratio(connections, 'proxy', viaProxy, direct), ratio(connections, 'bare forwarder', viaBare, direct));
-      tracingRows.push(tracingCost(connections, viaProxy, results[3]!));
+      const [direct, viaProxy, viaBare] = ['direct', 'proxy', 'bare'].map((name) => byName(results, name));
+      rows.push(
+        ratio(connections, 'proxy', viaProxy!, direct!),
+        ratio(connections, 'bare forwarder', viaBare!, direct!),
+      );
+      comparisons.push(against(connections, 'proxy', viaProxy!, viaBare!, 'bare forwarder'));
+      tracingRows.push(tracingCost(connections, viaProxy!, byName(results, 'traced')!));
+      for (const variant of targets.filter((t) => t.name.startsWith('proxy-'))) {
+        comparisons.push(against(connections, variant.name, byName(results, variant.name)!, viaProxy!, 'proxy'));
+        if (variant.name !== 'proxy-b') {
+          const b = byName(results, 'proxy-b')!;
+          comparisons.push(against(connections, variant.name, byName(results, variant.name)!, b, 'proxy-b'));
+        }
+      }
     }
     console.log('\nthrough a hop / direct (the bare forwarder: what any Node.js hop costs on this machine)');
     for (const row of rows) console.log(row);
+    console.log('\nthe proxy / the bare forwarder');
+    for (const row of comparisons) console.log(row);
     console.log(`\nthe proxy with tracing on (every request sampled, exported to a loopback OTLP endpoint) / off`);
     for (const row of tracingRows) console.log(row);
     console.log(`(${sink.exports()} OTLP exports received)`);
-    console.log(
-      `\nproxy RSS: ${rssMiB(proxy.pid!).toFixed(1)} MiB; with tracing on: ${rssMiB(traced.child.pid!).toFixed(1)} MiB`,
-    );
+    console.log(`\nproxy RSS: ${rss(proxy.pid!)}; with tracing on: ${rss(traced.child.pid!)}`);
+    for (const variant of targets.filter((t) => t.name.startsWith('proxy-'))) {
+      console.log(`${variant.name} RSS: ${rss(variant.pid!)}`);
+    }
   } finally {
     for (const child of [proxy, ...children]) child.kill('SIGTERM');
     sink.close();

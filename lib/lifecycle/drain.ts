@@ -24,8 +24,51 @@ export interface DrainResult {
 /** After the deadline, how long ended responses get to flush before their sockets are destroyed. */
 const FLUSH_MS = 1_000;
 
+/**
+ * The responses in flight, as a list each response enters and leaves once. Not a Set: measured on
+ * Node 24 (`npm run bench`, issue 8), a Set every response passes through made each young-generation
+ * collection about three times as costly and promoted enough garbage to quadruple the full ones:
+ * a third more CPU per `/mcp` request and some 40 MiB more resident memory. A linked list of small
+ * nodes costs neither.
+ */
+class InFlight implements Iterable<ServerResponse> {
+  private head: InFlightNode | undefined;
+  size = 0;
+
+  add(res: ServerResponse): InFlightNode {
+    const node: InFlightNode = { res, prev: undefined, next: this.head };
+    if (this.head) this.head.prev = node;
+    this.head = node;
+    this.size++;
+    return node;
+  }
+
+  remove(node: InFlightNode): void {
+    if (node.prev) node.prev.next = node.next;
+    else this.head = node.next;
+    if (node.next) node.next.prev = node.prev;
+    node.prev = node.next = undefined;
+    this.size--;
+  }
+
+  /** Safe while responses leave: each node's successor is read before its response is handed out. */
+  *[Symbol.iterator](): Iterator<ServerResponse> {
+    for (let node = this.head; node;) {
+      const next = node.next;
+      yield node.res;
+      node = next;
+    }
+  }
+}
+
+interface InFlightNode {
+  readonly res: ServerResponse;
+  prev: InFlightNode | undefined;
+  next: InFlightNode | undefined;
+}
+
 export function createDrainer(server: Server): Drainer {
-  const inFlight = new Set<ServerResponse>();
+  const inFlight = new InFlight();
   let draining = false;
   let settled: (() => void) | undefined;
 
@@ -36,9 +79,9 @@ export function createDrainer(server: Server): Drainer {
   return {
     track(listener) {
       return (req, res) => {
-        inFlight.add(res);
+        const node = inFlight.add(res);
         res.once('close', () => {
-          inFlight.delete(res);
+          inFlight.remove(node);
           if (!draining) return;
           closeIdle();
           if (inFlight.size === 0) settled?.();

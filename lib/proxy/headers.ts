@@ -219,11 +219,10 @@ const EVENT_STREAM = /^\s*text\/event-stream\s*(?:;|$)/i;
 
 export interface ResponseHead {
   /**
-   * By name, in the MCP server's spelling; a repeated field (Set-Cookie…) is an array, so Node
-   * writes each value on its own line. Repeats of one name end up next to each other; nothing
-   * else about the order carries meaning.
+   * A raw name/value list in the MCP server's spelling and order, repeats (Set-Cookie…) included:
+   * see `setResponseHead`.
    */
-  headers: Record<string, string | string[]>;
+  headers: string[];
   /** Whether the body's length is known up front (otherwise it is a stream, e.g. SSE). */
   sized: boolean;
   /** Whether the body is an event stream (SSE): see `streamBack` for why it matters. */
@@ -233,8 +232,7 @@ export interface ResponseHead {
 /** The MCP server's response headers minus hop-by-hop ones and any attempt to set our cookies. */
 export function forwardResponseHeaders(raw: readonly string[], policy: CookiePolicy): ResponseHead {
   const listed = connectionListed(raw);
-  const headers: Record<string, string | string[]> = {};
-  const spelling = new Map<string, string>();
+  const headers: string[] = [];
   let sized = false;
   let eventStream = false;
   for (let i = 0; i < raw.length; i += 2) {
@@ -248,14 +246,28 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
     if (lower === 'set-cookie' && setsOurCookie(value, policy)) continue;
     if (lower === 'content-length') sized = true;
     else if (lower === 'content-type') eventStream = EVENT_STREAM.test(value);
-    const key = spelling.get(lower);
-    if (key === undefined) {
-      spelling.set(lower, name);
-      headers[name] = value;
-    } else {
-      const previous = headers[key]!;
-      headers[key] = Array.isArray(previous) ? [...previous, value] : [previous, value];
-    }
+    headers.push(name, value);
   }
   return { headers, sized, eventStream };
+}
+
+/**
+ * Puts the MCP server's headers on `res`, before writeHead(). The first value of a name replaces
+ * any we set; the values of a repeated name (Set-Cookie…) go out each on its own line, under the
+ * spelling of the first. Straight onto the response: an object of headers for writeHead() would
+ * be taken apart into the same setHeader() calls.
+ */
+export function setResponseHead(res: ServerResponse, head: ResponseHead): void {
+  const { headers } = head;
+  const seen: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    const lower = name.toLowerCase();
+    if (seen.includes(lower)) {
+      res.appendHeader(name, headers[i + 1]!);
+    } else {
+      seen.push(lower);
+      res.setHeader(name, headers[i + 1]!);
+    }
+  }
 }

@@ -1,7 +1,7 @@
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { ClientGoneError, type ClientBody } from './body.ts';
-import { upstreamRequestHeaders, type CookiePolicy, type ResponseHead } from './headers.ts';
+import { setResponseHead, upstreamRequestHeaders, type CookiePolicy, type ResponseHead } from './headers.ts';
 import type { AdmittedCall } from './pipeline.ts';
 
 /**
@@ -148,8 +148,8 @@ export function sendUpstreamAsync(target: UpstreamTarget, options: UpstreamReque
  *   a truncated JSON document or file ended as if complete would be taken for the whole.
  */
 export function streamBack(upstream: IncomingMessage, res: ServerResponse, head: ResponseHead): void {
-  // Set with setHeader underneath, so the MCP server's value of a field replaces any we set.
-  res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, head.headers);
+  setResponseHead(res, head);
+  res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage);
   upstream.on('close', () => {
     if (upstream.complete) return;
     if (head.eventStream && !head.sized) res.end();
@@ -161,12 +161,14 @@ export function streamBack(upstream: IncomingMessage, res: ServerResponse, head:
   // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
   // owed the head then (a GET stream is "open" once its 200 arrives). But the head usually comes
   // in the same packet as the first event, already buffered in `upstream`: pipe() lets it flow in
-  // the next tick, before this one, so head and event leave in one write instead of two. (Once
-  // the head has gone out with an event, flushHeaders() writes nothing. `headersSent` cannot tell:
+  // the next tick, before this one, so head and event leave in one write instead of two.
+  if (!head.sized) process.nextTick(sendHeadOfSilentStream, upstream, res);
+}
+
+function sendHeadOfSilentStream(upstream: IncomingMessage, res: ServerResponse): void {
+  // A chunk was read, so pipe() wrote it and the head with it: flushHeaders() would add nothing but
+  // an empty write, which still travels the socket's whole write path. (`headersSent` cannot tell:
   // it is true as soon as writeHead() has stored the head.)
-  if (!head.sized) {
-    process.nextTick(() => {
-      if (!res.writableEnded && !res.destroyed) res.flushHeaders();
-    });
-  }
+  if (upstream.readableDidRead || res.writableEnded || res.destroyed) return;
+  res.flushHeaders();
 }
