@@ -415,7 +415,13 @@ async function main(): Promise<void> {
       MCP_SERVER_RUN_DIR: ROOT,
     },
     baseUrl,
-    [...PRODUCTION_NODE_ARGS, ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS)],
+    // The preload, as the web command gives it: with no OTLP endpoint it starts nothing.
+    [
+      ...PRODUCTION_NODE_ARGS,
+      ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS),
+      '--import',
+      join(BUILD, 'lib/telemetry/tracing.js'),
+    ],
   );
   const sink = await startSpanSink();
   try {

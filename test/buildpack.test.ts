@@ -21,6 +21,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../lib/config/index.ts';
 import { startDevIdentityProvider } from '../lib/dev/identity-provider.ts';
+import { startOtlpReceiver, type OtlpReceiver } from './helpers/otlp-receiver.ts';
 import { dumpRedis } from './helpers/redis.ts';
 import {
   BUILDPACK_DIR,
@@ -209,8 +210,10 @@ describe('buildpack', function () {
       let baseUrl: string;
       let mcpPort: number;
       let config: NodeJS.ProcessEnv;
+      let receiver: OtlpReceiver;
 
       before(async function () {
+        receiver = await startOtlpReceiver();
         // The slug runs in /app, not where it was built: nothing may point back at BUILD_DIR.
         renameSync(build, app);
         const port = await freePort();
@@ -244,6 +247,9 @@ describe('buildpack', function () {
           MCP_SERVER_RUN_COMMAND: `${PROXY}/node/bin/node`,
           MCP_SERVER_RUN_ARGS_JSON: JSON.stringify([`${PROXY}/dist/lib/dev/example-mcp-server.js`]),
           MCP_SERVER_URL: `http://127.0.0.1:${mcpPort}/mcp`,
+          // The web command's tracing preload: the slug exports spans when an endpoint is set.
+          OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+          OTEL_SERVICE_NAME: 'buildpack-test',
         };
         dyno = startDyno(app, web, config);
         // Heroku's limit for binding $PORT; then readiness (store, identity provider, MCP server).
@@ -256,6 +262,7 @@ describe('buildpack', function () {
           await dyno.exited;
         }
         await idp?.close();
+        await receiver?.close();
         const keys = [...(await dumpRedis(redis, prefix)).keys()];
         if (keys.length) await redis.del(...keys);
         redis.disconnect();
@@ -290,6 +297,16 @@ describe('buildpack', function () {
           () => false,
         );
         expect(stillUp, 'MCP server still listening').to.equal(false);
+      });
+
+      it('sent the traces of the login and the tool calls, flushed before it exited', function () {
+        const spans = receiver.spans();
+        const names = new Set(spans.map((span) => span.name));
+        for (const name of ['POST /reg', 'POST /token', 'POST /mcp']) expect(names.has(name), name).to.equal(true);
+        // Each forwarded call is a client span under its request's span.
+        const mcpRequests = new Set(spans.filter((span) => span.name === 'POST /mcp').map((span) => span.spanId));
+        expect(spans.some((span) => span.kind === 3 && mcpRequests.has(span.parentSpanId))).to.equal(true);
+        expect(spans.every((span) => span.resource['service.name'] === 'buildpack-test')).to.equal(true);
       });
 
       it('the release process verifies that the MCP server launches, and exits 0', async function () {
