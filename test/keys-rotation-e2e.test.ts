@@ -13,7 +13,7 @@ import { Redis } from 'ioredis';
 import { deriveKeyMaterial } from '../lib/auth-server/keys.ts';
 import { keyId, vaultKeyFor } from '../lib/vault/index.ts';
 import { createBrowser, type Browser, type Page } from './helpers/browser.ts';
-import { authorizationUrl, mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
+import { authorizationUrl, mcpInitialize, registerPublicClient, tokenRequest } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
 
 const CLI = new URL('../lib/cli/main.ts', import.meta.url).pathname;
@@ -59,16 +59,7 @@ describe('signing key rotation: adding a key logs nobody out, retiring one only 
   const isResume = (url: string) => url.startsWith(`${stack.baseUrl}/auth/`);
   const isIdp = (url: string) => url.startsWith(stack.idp.issuer);
 
-  async function register(): Promise<string> {
-    const res = await registerClient(stack.baseUrl, {
-      redirect_uris: [REDIRECT_URI],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    });
-    expect(res.status, 'registration').to.equal(201);
-    return res.body.client_id!;
-  }
+  const register = () => registerPublicClient(stack.baseUrl, REDIRECT_URI);
 
   function authorization(clientId: string): { url: string; verifier: string } {
     const verifier = randomBytes(32).toString('base64url');

@@ -142,69 +142,51 @@ describe('Redis trouble: 503 with Retry-After, then recovery with nothing lost',
     expect(auth.headers.get('location')).to.match(/\/interaction\//);
   }
 
-  it('stopped: every route needing the store answers 503 at once; after the restart the refresh token still works', async () => {
+  /**
+   * One fault: a logged-in session, the fault, what each route answers meanwhile (writes always
+   * 503; `/mcp` as `mcp` says), then recovery with nothing lost.
+   */
+  async function duringFault(
+    fault: { begin(): Promise<void> | void; end(): Promise<void> | void },
+    mcp: (answers: Awaited<ReturnType<typeof probe>>) => void,
+  ): Promise<void> {
     const s = await session();
-    await redis.stop();
+    await fault.begin();
     try {
       const answers = await probe(s);
       expectUnavailable(answers.reg, '/reg');
       expectUnavailable(answers.token, '/token (refresh)');
       expectUnavailable(answers.auth, '/auth', true);
+      mcp(answers);
+    } finally {
+      await fault.end();
+    }
+    await expectRecovered(s);
+  }
+
+  it('stopped: every route needing the store answers 503 at once; after the restart the refresh token still works', () =>
+    duringFault({ begin: () => redis.stop(), end: () => redis.start() }, (answers) => {
       expectUnavailable(answers.mcpCold, '/mcp with a token not cached');
       // A token already validated is served from the proxy's cache: the MCP server is up.
       expect(answers.mcpWarm.status).to.be.oneOf([200, 503]);
-    } finally {
-      await redis.start();
-    }
-    await expectRecovered(s);
-  });
+    }));
 
-  it('frozen (SIGSTOP): answers come within the bound instead of hanging; all serves again after SIGCONT', async () => {
-    const s = await session();
-    redis.freeze();
-    try {
-      const answers = await probe(s);
-      expectUnavailable(answers.reg, '/reg');
-      expectUnavailable(answers.token, '/token (refresh)');
-      expectUnavailable(answers.auth, '/auth', true);
+  it('frozen (SIGSTOP): answers come within the bound instead of hanging; all serves again after SIGCONT', () =>
+    duringFault({ begin: () => redis.freeze(), end: () => redis.thaw() }, (answers) => {
       expectUnavailable(answers.mcpCold, '/mcp with a token not cached');
       expect(answers.mcpWarm.status).to.be.oneOf([200, 503]);
-    } finally {
-      redis.thaw();
-    }
-    await expectRecovered(s);
-  });
+    }));
 
-  it('full (maxmemory, noeviction): every write is refused with 503, registration included; reads still serve /mcp', async () => {
-    const s = await session();
-    await redis.fill();
-    try {
-      const answers = await probe(s);
-      expectUnavailable(answers.reg, '/reg');
-      expectUnavailable(answers.token, '/token (refresh)');
-      expectUnavailable(answers.auth, '/auth', true);
+  it('full (maxmemory, noeviction): every write is refused with 503, registration included; reads still serve /mcp', () =>
+    duringFault({ begin: () => redis.fill(), end: () => redis.unfill() }, (answers) => {
       // Admitting a call only reads: a full Redis does not stop tool calls.
       expect(answers.mcpCold.status, answers.mcpCold.body).to.equal(200);
       expect(answers.mcpWarm.status).to.equal(200);
-    } finally {
-      await redis.unfill();
-    }
-    await expectRecovered(s);
-  });
+    }));
 
-  it('read-only (became a replica): writes answer 503, reads still serve /mcp; writable again, all serves', async () => {
-    const s = await session();
-    await redis.makeReplica();
-    try {
-      const answers = await probe(s);
-      expectUnavailable(answers.reg, '/reg');
-      expectUnavailable(answers.token, '/token (refresh)');
-      expectUnavailable(answers.auth, '/auth', true);
+  it('read-only (became a replica): writes answer 503, reads still serve /mcp; writable again, all serves', () =>
+    duringFault({ begin: () => redis.makeReplica(), end: () => redis.makePrimary() }, (answers) => {
       expect(answers.mcpCold.status, answers.mcpCold.body).to.equal(200);
       expect(answers.mcpWarm.status).to.equal(200);
-    } finally {
-      await redis.makePrimary();
-    }
-    await expectRecovered(s);
-  });
+    }));
 });

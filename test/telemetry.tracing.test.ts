@@ -89,20 +89,23 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
       body: '{}',
     });
 
-  it('exports the request, its Redis command, the refresh and the MCP call as one trace, without secrets', async () => {
-    const run = await startChild({
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
-      OTEL_EXPORTER_OTLP_HEADERS: `x-honeycomb-team=${apiKey}`,
-      TEST_KEY_PREFIX: prefix,
-      TEST_SEALED_VALUE: sealed,
-      TEST_SECRET: secret,
-    });
-    expect(run.lines).to.include('tracing on');
+  /** The child with `env` (and the test's secrets), one traced request answered 200, then SIGTERM. */
+  async function oneRequest(env: Record<string, string>): Promise<Run> {
+    const run = await startChild({ ...env, TEST_KEY_PREFIX: prefix, TEST_SEALED_VALUE: sealed, TEST_SECRET: secret });
     const response = await request(run.port);
     expect(response.status).to.equal(200);
     await response.text();
     await stop(run);
+    return run;
+  }
+
+  it('exports the request, its Redis command, the refresh and the MCP call as one trace, without secrets', async () => {
+    const run = await oneRequest({
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+      OTEL_EXPORTER_OTLP_HEADERS: `x-honeycomb-team=${apiKey}`,
+    });
+    expect(run.lines).to.include('tracing on');
 
     const spans = await receiver.waitFor((all) => all.length >= 4);
     const byName = (name: string) => spans.find((s) => s.name === name) as ReceivedSpan;
@@ -161,32 +164,17 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
   });
 
   it('OTEL_SERVICE_NAME names the service', async () => {
-    const run = await startChild({
+    await oneRequest({
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.endpoint}/v1/traces`,
       OTEL_SERVICE_NAME: 'weather-mcp',
-      TEST_KEY_PREFIX: prefix,
-      TEST_SEALED_VALUE: sealed,
-      TEST_SECRET: secret,
     });
-    await (await request(run.port)).text();
-    await stop(run);
     const spans = await receiver.waitFor((all) => all.some((s) => s.name === 'POST /mcp'));
     expect(spans[0]!.resource['service.name']).to.equal('weather-mcp');
   });
 
   it('OTEL_SDK_DISABLED=true: no SDK, nothing sent, the client traceparent passes untouched', async () => {
-    const run = await startChild({
-      OTEL_SDK_DISABLED: 'true',
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
-      TEST_KEY_PREFIX: prefix,
-      TEST_SEALED_VALUE: sealed,
-      TEST_SECRET: secret,
-    });
+    const run = await oneRequest({ OTEL_SDK_DISABLED: 'true', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint });
     expect(run.lines).to.include('tracing off');
-    const response = await request(run.port);
-    expect(response.status).to.equal(200);
-    await response.text();
-    await stop(run);
     expect(receiver.exports).to.have.length(0);
     expect(run.lines).to.include(`upstream-traceparent 00-${CLIENT_TRACE_ID}-bbbbbbbbbbbbbbbb-01`);
     const logLine = run.lines.find((line) => line.includes('msg=request'));

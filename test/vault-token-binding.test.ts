@@ -19,7 +19,7 @@ import { createBrowser, type Browser, type Page } from './helpers/browser.ts';
 import { captureOutput } from './helpers/capture.ts';
 import { LEGACY } from './helpers/legacy-records.ts';
 import { dumpRedis } from './helpers/redis.ts';
-import { authorizationUrl, mcpInitialize, registerClient, tokenRequest } from './helpers/oauth.ts';
+import { authorizationUrl, mcpInitialize, registerPublicClient, tokenRequest } from './helpers/oauth.ts';
 import { startStack, type Stack } from './helpers/stack.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1:33418/callback';
@@ -88,16 +88,7 @@ describe('vault records open only with the server key and a live token of their 
     return new Set((await redis.keys(`${marker}*`)).map((key) => key.slice(marker.length)));
   }
 
-  async function register(): Promise<string> {
-    const res = await registerClient(stack.baseUrl, {
-      redirect_uris: [REDIRECT_URI],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    });
-    expect(res.status, 'registration').to.equal(201);
-    return res.body.client_id!;
-  }
+  const register = () => registerPublicClient(stack.baseUrl, REDIRECT_URI);
 
   async function token(params: Record<string, string>): Promise<{ status: number; body: TokenBody }> {
     const res = await tokenRequest(stack.baseUrl, params);

@@ -63,6 +63,18 @@ export async function registerNativeClient(baseUrl: string, name: string, redire
   return res.body.client_id!;
 }
 
+/** A public web client with refresh tokens (code + refresh_token grants, no client secret). */
+export async function registerPublicClient(baseUrl: string, redirectUri: string): Promise<string> {
+  const res = await registerClient(baseUrl, {
+    redirect_uris: [redirectUri],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+  });
+  expect(res.status, 'registration').to.equal(201);
+  return res.body.client_id!;
+}
+
 export async function tokenRequest(
   baseUrl: string,
   params: Record<string, string>,
