@@ -96,6 +96,23 @@ describe('interaction lifetime: short until consent, the upstream round trip aft
     const stateTtls = await Promise.all(stateKeys.map((key) => redis.pttl(key)));
     expect(stateTtls.length).to.be.above(0);
     for (const ttl of stateTtls) expect(ttl).to.be.within(1, LOGIN_TTL.Upstream * 1000);
+    // Set again exactly as oidc-provider set them (path, HttpOnly, SameSite, Secure, signature),
+    // only with the later expiry.
+    const attributes = (page: Page) =>
+      page.headers
+        .getSetCookie()
+        .map((line) =>
+          line
+            .split(';')
+            .map((part) => part.trim())
+            .filter((part) => !/^expires=/i.test(part))
+            .map((part, index) => (index === 0 ? part.split('=')[0] : part.toLowerCase()))
+            .join('; '),
+        )
+        .filter((line) => line.startsWith('_interaction'))
+        .sort();
+    expect(attributes(toIdp)).to.have.length(4);
+    expect(attributes(toIdp)).to.deep.equal(attributes(auth));
     // The browser may now come back to resume and to the consent page for the whole round trip.
     expect(cookieSecondsLeft(browser, resumeUrl, '_interaction_resume')).to.be.within(
       LOGIN_TTL.Upstream - 10,
