@@ -17,7 +17,7 @@ import { answerStoreOutages } from './store-outage.ts';
 import { StoreUnavailableError } from '../store/types.ts';
 import { clientBasedCors } from './cors.ts';
 import type { KeyMaterial } from './keys.ts';
-import { resourceScopes, TTL } from './policy.ts';
+import { INTERACTION_COOKIES, resourceScopes, TTL } from './policy.ts';
 import { installRefreshGrace } from './refresh-grace.ts';
 import { isOurResource } from './resource.ts';
 import { bindTokensToGrantSecrets } from './token-binding.ts';
@@ -79,7 +79,7 @@ export function createProvider({ config, store, keys, views, log }: ProviderDeps
     cookies: {
       keys: keys.cookieKeys,
       long: { signed: true, httpOnly: true, sameSite: 'lax' },
-      short: { signed: true, httpOnly: true, sameSite: 'lax' },
+      short: { ...INTERACTION_COOKIES },
     },
     clients: [],
     clientDefaults: {

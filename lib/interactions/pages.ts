@@ -1,3 +1,4 @@
+import { LOGIN_TTL } from '../auth-server/policy.ts';
 import { PageError } from '../http/errors.ts';
 
 /**
@@ -17,8 +18,7 @@ const LOGIN_ERRORS = {
   interaction_not_found: {
     status: 400,
     heading: 'This sign-in has expired',
-    message:
-      'Sign-in links last ten minutes and work only in the browser that opened them. This one has expired or was opened elsewhere.',
+    message: `A sign-in link lasts ${LOGIN_TTL.ConsentPage / 60} minutes on this page, ${LOGIN_TTL.Upstream / 60} once you allow the app, and works only in the browser that opened it. This one has expired or was opened elsewhere.`,
     next: START_AGAIN,
   },
   state_missing: {

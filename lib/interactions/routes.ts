@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import express, { Router, type Request, type Response } from 'express';
 import type Provider from 'oidc-provider';
-import { TTL, resourceScopes } from '../auth-server/policy.ts';
+import { INTERACTION_COOKIES, LOGIN_TTL, TTL, resourceScopes } from '../auth-server/policy.ts';
 import type { Config } from '../config/types.ts';
 import { IdentityError, type IdentityClient } from '../identity/index.ts';
 import { createConsentRegistry } from './consent.ts';
@@ -13,6 +13,8 @@ import { GrantSecret, type Vault } from '../vault/index.ts';
 import { grantSecretCookie } from '../auth-server/grant-secret-cookie.ts';
 import type { KeyRing } from '../auth-server/keys.ts';
 import type { Views } from '../views/index.ts';
+
+type Interaction = InstanceType<Provider['Interaction']>;
 
 /** What we remember between the consent POST and the upstream callback (R20). */
 interface PendingLogin {
@@ -79,19 +81,44 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
   };
 
+  // Consent given: the person is about to spend up to LOGIN_TTL.Upstream at the IdP. The record
+  // and both oidc-provider cookies were made for the consent page's short lifetime; each is given
+  // the upstream round trip's, counted from now (R20). The callback finds the interaction by the
+  // uid in the upstream state, the resume endpoint by its cookie, and a second consent page (the
+  // IdP logged in another account) by the interaction cookie.
+  const extendForUpstream = async (req: Request, res: Response, interaction: Interaction): Promise<void> => {
+    await interaction.save(LOGIN_TTL.Upstream);
+    const { cookies } = provider.createContext(req, res);
+    const options = { ...INTERACTION_COOKIES, maxAge: LOGIN_TTL.Upstream * 1000 };
+    cookies.set(provider.cookieName('interaction'), interaction.uid, {
+      ...options,
+      path: `/interaction/${interaction.uid}`,
+    });
+    cookies.set(provider.cookieName('resume'), interaction.uid, {
+      ...options,
+      path: new URL(interaction.returnTo, config.baseUrl).pathname,
+    });
+  };
+
   // Consent given (on the page, or remembered): off to the upstream IdP. Every login goes upstream,
   // even a remembered one: upstream tokens belong to one grant (R22) and are never reused.
-  const startUpstreamLogin = async (res: Response, uid: string, skippedFor?: string): Promise<void> => {
+  const startUpstreamLogin = async (
+    req: Request,
+    res: Response,
+    interaction: Interaction,
+    skippedFor?: string,
+  ): Promise<void> => {
+    await extendForUpstream(req, res, interaction);
     const state = randomBytes(32).toString('base64url');
     const pending: PendingLogin = {
-      uid,
+      uid: interaction.uid,
       codeVerifier: randomBytes(48).toString('base64url'),
       nonce: randomBytes(24).toString('base64url'),
       ...(skippedFor === undefined ? {} : { skippedFor }),
     };
     // R20: the state exists server-side only from consent on, is single-use (take), and dies
     // with the interaction.
-    await store.set(pendingLoginKey(state), JSON.stringify(pending), TTL.Interaction);
+    await store.set(pendingLoginKey(state), JSON.stringify(pending), LOGIN_TTL.Upstream);
     const { codeVerifier, nonce } = pending;
     res.redirect(303, (await identity.authorizationUrl({ state, codeVerifier, nonce })).href);
   };
@@ -189,7 +216,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
         uid: interaction.uid,
         grantId,
         secret,
-        maxAgeSeconds: (interaction.exp ?? epoch() + TTL.Interaction) - epoch(),
+        maxAgeSeconds: (interaction.exp ?? epoch() + LOGIN_TTL.Upstream) - epoch(),
         secure: new URL(config.baseUrl).protocol === 'https:',
       }),
     );
@@ -215,7 +242,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       (await consents.has(accountId, client.clientId, String(interaction.params.redirect_uri)))
     ) {
       log.info('consent remembered; consent page skipped', { client_id: client.clientId });
-      await startUpstreamLogin(res, interaction.uid, accountId);
+      await startUpstreamLogin(req, res, interaction, accountId);
       return;
     }
     const clientName = client.clientName ?? client.clientId;
@@ -245,7 +272,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   router.post('/interaction/:uid/confirm', form, async (req, res) => {
     const interaction = await details(req, res);
     assertCsrf(req, interaction.uid);
-    await startUpstreamLogin(res, interaction.uid);
+    await startUpstreamLogin(req, res, interaction);
   });
 
   router.post('/interaction/:uid/abort', form, async (req, res) => {
