@@ -4,7 +4,8 @@ import { resourceScopes } from '../auth-server/policy.ts';
 import type { Config } from '../config/types.ts';
 import type { Logger } from '../telemetry/log.ts';
 import { BodyTooLargeError, ClientGoneError } from './body.ts';
-import { sendChallenge, sendJson } from './challenge.ts';
+import { sendJson } from '../http/json.ts';
+import { sendChallenge } from './challenge.ts';
 
 /** How long a client is asked to wait before trying again, in seconds (Retry-After). */
 const RETRY_AFTER = { store: '2', identityProvider: '5', mcpServer: '2' } as const;

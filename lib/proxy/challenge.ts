@@ -23,7 +23,6 @@ export function challengeHeader(resourceMetadataUrl: string, challenge: Challeng
 
 // Every answer the proxy makes itself is a small JSON document for programs, never an HTML page
 // or a redirect, written with plain Node so the proxy runs with or without Express in front of it.
-export { sendJson } from '../http/json.ts';
 
 /** 401 and 403 on `/mcp`: the challenge header clients discover us by (R2, R5), and a JSON body. */
 export function sendChallenge(
