@@ -1,4 +1,4 @@
-import { DEFAULT_SERVICE_NAME } from '../telemetry/tracing-settings.ts';
+import { DEFAULT_SERVICE_NAME, tracingSettings } from '../telemetry/tracing-settings.ts';
 import { Collector, type Checked, type Source } from './collector.ts';
 import { parseHttpUrl } from './parse.ts';
 import type { TelemetryConfig } from './types.ts';
@@ -13,13 +13,15 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~\w]+$/;
  */
 export function checkTelemetry(source: Source): Checked<TelemetryConfig> {
   const c = new Collector(source);
-  const disabled = readDisabled(c);
+  checkDisabled(c);
   const tracesEndpoint = readTracesEndpoint(c);
   checkProtocol(c);
   const headers = readHeaders(c);
   const serviceName = c.read('OTEL_SERVICE_NAME') ?? DEFAULT_SERVICE_NAME;
   return c.done({
-    enabled: tracesEndpoint !== undefined && !disabled,
+    // Whether tracing runs is the preload's decision (it starts before configuration loads): one
+    // rule, so what the configuration reports cannot drift from what the process does.
+    enabled: tracingSettings(source.env).enabled,
     tracesEndpoint,
     headers,
     serviceName,
@@ -27,13 +29,9 @@ export function checkTelemetry(source: Source): Checked<TelemetryConfig> {
 }
 
 /** `true` in any case turns tracing off, as in the Heroku proxy and the SDK specification. */
-function readDisabled(c: Collector): boolean {
-  const raw = c.read('OTEL_SDK_DISABLED');
-  if (raw === undefined) return false;
-  const value = raw.toLowerCase();
-  if (value === 'true') return true;
-  if (value !== 'false') c.report('OTEL_SDK_DISABLED', 'must be true or false');
-  return false;
+function checkDisabled(c: Collector): void {
+  const raw = c.read('OTEL_SDK_DISABLED')?.toLowerCase();
+  if (raw !== undefined && raw !== 'true' && raw !== 'false') c.report('OTEL_SDK_DISABLED', 'must be true or false');
 }
 
 /**
