@@ -95,6 +95,8 @@ export class EchoUpstream {
   keepAliveHint: string | undefined;
   /** The socket of the last `/mcp/keepalive` request. */
   lastSocket: Socket | undefined;
+  /** Every request's path and the proxy's port it came from: which connection carried it. */
+  readonly arrivals: { path: string; remotePort: number | undefined }[] = [];
 
   constructor() {
     this.server = http.createServer((req, res) => this.handle(req, res));
@@ -131,7 +133,8 @@ export class EchoUpstream {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '').split('?')[0];
+    const path = (req.url ?? '').split('?')[0]!;
+    this.arrivals.push({ path, remotePort: req.socket.remotePort });
     const token = this.tokenOf(req);
     if (path === '/mcp/early' && this.refuses(token)) {
       // Decided on the headers alone, like a server checking the token before reading the body.
