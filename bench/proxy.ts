@@ -1,22 +1,28 @@
 /**
  * `npm run bench`: the same MCP JSON-RPC call (`tools/call echo`) sent straight to the example MCP
- * server, through the proxy, through the proxy with tracing on (`traced`, see startTracedProxy),
- * and through a bare forwarder (bench/bare-forwarder.ts, the cost of any Node.js hop), side by
- * side in one run, at 1, 10 and 50 connections. Prints requests/s, p50 and p99 latency, CPU time
- * per request, the ratios to direct, the proxy's against the bare forwarder's, tracing on/off, and
- * the proxy's RSS.
+ * server, through the proxy, through the proxy with tracing on (`traced`), and through a bare
+ * forwarder (bench/bare-forwarder.ts, the cost of any Node.js hop), side by side in one run, at 1,
+ * 10 and 50 connections. Prints requests/s, p50 and p99 latency, CPU time per request, the ratios
+ * to direct, the proxy's against the bare forwarder's, tracing on/off, and the proxy's RSS.
  *
- * Everything runs on this machine: the proxy as its real web process (lib/main.ts) with
- * the Redis store, the example MCP server as the proxy's child, and this load generator. Ratios
- * matter, not absolute figures: the three share the same cores.
+ * Everything runs on this machine: the proxies as their real web process (lib/main.ts) with
+ * the Redis store, the example MCP server as the first proxy's child, and this load generator.
+ * Ratios matter, not absolute figures: they all share the same cores.
  *
  * The proxy runs as in production: compiled JavaScript (`tsc` into node_modules/.cache, no tsx
  * loader in the process) with the production web process's Node flags. So do the bare forwarder
  * and the example MCP server (compiled, Node's default flags).
  *
+ * Every proxy measured (proxy, traced, proxy-b…) is a deployment of its own with the same history
+ * (startDeployment): its own port, BASE_URL and key prefix in the one Redis, the same keys and MCP
+ * server, and one login through its own BASE_URL before the measurement, whose token its target
+ * then sends. So the ratios between proxies (tracing on / off, A/B) compare code, not histories.
+ * The direct and bare targets send the first proxy's token.
+ *
  * Needs Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0). BENCH_SECONDS sets the
  * length of each measurement (default 4), BENCH_CONNECTIONS the levels (default 1,10,50).
- * BENCH_PROXY_NODE_ARGS and BENCH_BARE_NODE_ARGS add Node flags (`--cpu-prof` …).
+ * BENCH_PROXY_NODE_ARGS (the proxy, tracing on and off) and BENCH_BARE_NODE_ARGS add Node flags
+ * (`--cpu-prof` …).
  *
  * A/B comparisons: BENCH_B_NODE_ARGS and BENCH_B_ENTRY, each a comma-separated list, start more
  * proxies measured beside the first in the same slices, under the same outside load: proxy-b,
@@ -170,30 +176,86 @@ async function startSpanSink(): Promise<{ endpoint: string; exports: () => numbe
   return { endpoint: `http://127.0.0.1:${port}`, exports: () => exports, close: () => server.close() };
 }
 
+/** What every proxy deployment of a run shares: the Redis server, the signing keys, the MCP server. */
+interface Shared {
+  /** The run's key prefix; each deployment's own prefix starts with it, so cleanup takes one scan. */
+  prefix: string;
+  jwks: string;
+  mcpUrl: string;
+}
+
+/** A proxy process, started and logged into, as the target that sends the token it issued. */
+interface Deployment {
+  child: ChildProcess;
+  target: Target & { pid: number };
+}
+
 /**
- * A second proxy process in front of the same MCP server, store and keys (so the same token works
- * on it: BASE_URL is the first proxy's, only PORT differs), with the tracing preload, every request
- * sampled and its spans exported to `endpoint`.
+ * One proxy deployment: a process of its own with its own PORT and BASE_URL, its own key prefix in
+ * the shared Redis, the shared JWKS and MCP server, then one login through its own BASE_URL
+ * (dynamic registration, /auth, the consent and login pages of the development identity provider,
+ * which lives in the proxy's process, and /token). Every proxy measured comes from here, so each has
+ * served the same requests before the measurement, then forwards only its own token's calls. (When
+ * only the first proxy logged in, it spent 0–13 % more CPU per /mcp request than an identical copy
+ * that had only forwarded: the ratios between proxies compared histories as well as code.)
+ *
+ * A prefix of its own rather than a shared one: as two deployments sharing one Redis add-on, no
+ * proxy's keys, locks or pub/sub messages (grant revocations go out on prefixed channels) can reach
+ * another's work; only the Redis server is shared, by all alike.
  */
-async function startTracedProxy(env: NodeJS.ProcessEnv, endpoint: string): Promise<{ child: ChildProcess; url: URL }> {
+async function startDeployment(
+  name: string,
+  shared: Shared,
+  options: { env?: NodeJS.ProcessEnv; args: string[]; entry?: string },
+): Promise<Deployment> {
   const port = await freePort();
+  const baseUrl = `http://localhost:${port}`;
   const child = await startProxy(
     {
-      ...env,
       PORT: String(port),
-      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
-      OTEL_TRACES_SAMPLER: 'always_on',
-      OTEL_SERVICE_NAME: 'bench-proxy',
+      BASE_URL: baseUrl,
+      LOG_LEVEL: 'warn',
+      MCP_AUTH_PROXY_REDIS_URL: REDIS_URL,
+      MCP_AUTH_PROXY_REDIS_KEY_PREFIX: `${shared.prefix}${name}:`,
+      OIDC_PROVIDER_JWKS: shared.jwks,
+      MCP_SERVER_URL: shared.mcpUrl,
+      // One grant sends every request here: the per-grant rate limit is counted, never reached.
+      MAX_REQUESTS: '1000000000',
+      ...options.env,
     },
-    `http://127.0.0.1:${port}`,
-    [
-      ...PRODUCTION_NODE_ARGS,
-      ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS),
-      '--import',
-      join(BUILD, 'lib/telemetry/tracing.js'),
-    ],
+    baseUrl,
+    options.args,
+    options.entry,
   );
-  return { child, url: new URL(`http://127.0.0.1:${port}/mcp`) };
+  try {
+    const client = await registerClient(baseUrl, {
+      application_type: 'native',
+      redirect_uris: ['http://127.0.0.1/cb'],
+      token_endpoint_auth_method: 'none',
+    });
+    if (client.status !== 201) throw new Error(`registration answered ${client.status}`);
+    const { token } = await codeFlow({
+      baseUrl,
+      clientId: client.body.client_id!,
+      redirectUri: 'http://127.0.0.1:9/cb',
+      scope: 'openid',
+      user: 'bench',
+      browser: createBrowser(),
+    });
+    if (token.status !== 200) throw new Error(`/token answered ${token.status}: ${token.body.error}`);
+    return {
+      child,
+      target: {
+        name,
+        url: new URL(`${baseUrl}/mcp`),
+        headers: { authorization: `Bearer ${token.body.access_token}` },
+        pid: child.pid!,
+      },
+    };
+  } catch (error) {
+    child.kill('SIGTERM');
+    throw new Error(`${name}: login through ${baseUrl} failed`, { cause: error });
+  }
 }
 
 function post(
@@ -389,96 +451,75 @@ function rss(pid: number): string {
 
 async function main(): Promise<void> {
   build();
-  const [port, mcpPort] = [await freePort(), await freePort()];
-  const prefix = `bench-${randomBytes(4).toString('hex')}:`;
-  const baseUrl = `http://localhost:${port}`;
+  const mcpPort = await freePort();
   const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
-  const children: ChildProcess[] = [];
-  const env = {
-    PORT: String(port),
-    BASE_URL: baseUrl,
-    LOG_LEVEL: 'warn',
-    MCP_AUTH_PROXY_REDIS_URL: REDIS_URL,
-    MCP_AUTH_PROXY_REDIS_KEY_PREFIX: prefix,
-    OIDC_PROVIDER_JWKS: JSON.stringify(await ephemeralJwks()),
-    MCP_SERVER_URL: mcpUrl,
-    // One grant sends every request here: the per-grant rate limit is counted, never reached.
-    MAX_REQUESTS: '1000000000',
+  const shared: Shared = {
+    prefix: `bench-${randomBytes(4).toString('hex')}:`,
+    jwks: JSON.stringify(await ephemeralJwks()),
+    mcpUrl,
   };
-  // BENCH_PROXY_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, passes flags to the proxy's
-  // Node; BENCH_BARE_NODE_ARGS to the bare forwarder's.
-  const proxy = await startProxy(
-    {
-      ...env,
-      MCP_SERVER_RUN_COMMAND: process.execPath,
-      MCP_SERVER_RUN_ARGS_JSON: JSON.stringify([join(BUILD, 'lib/dev/example-mcp-server.js')]),
-      MCP_SERVER_RUN_DIR: ROOT,
-    },
-    baseUrl,
-    // The preload, as the web command gives it: with no OTLP endpoint it starts nothing.
-    [
+  const children: ChildProcess[] = [];
+  const sink = await startSpanSink();
+  try {
+    // BENCH_PROXY_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, passes flags to the
+    // proxy's Node (tracing on and off); BENCH_BARE_NODE_ARGS to the bare forwarder's. The preload,
+    // as the web command gives it: with no OTLP endpoint it starts nothing.
+    const proxyArgs = [
       ...PRODUCTION_NODE_ARGS,
       ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS),
       '--import',
       join(BUILD, 'lib/telemetry/tracing.js'),
-    ],
-  );
-  const sink = await startSpanSink();
-  try {
-    const client = await registerClient(baseUrl, {
-      application_type: 'native',
-      redirect_uris: ['http://127.0.0.1/cb'],
-      token_endpoint_auth_method: 'none',
+    ];
+    // Only the first starts the MCP server, as its child; the others forward to it.
+    const proxy = await startDeployment('proxy', shared, {
+      env: {
+        MCP_SERVER_RUN_COMMAND: process.execPath,
+        MCP_SERVER_RUN_ARGS_JSON: JSON.stringify([join(BUILD, 'lib/dev/example-mcp-server.js')]),
+        MCP_SERVER_RUN_DIR: ROOT,
+      },
+      args: proxyArgs,
     });
-    const { token } = await codeFlow({
-      baseUrl,
-      clientId: client.body.client_id!,
-      redirectUri: 'http://127.0.0.1:9/cb',
-      scope: 'openid',
-      user: 'bench',
-      browser: createBrowser(),
+    children.push(proxy.child);
+    // The same proxy with every request sampled and its spans exported to the sink.
+    const traced = await startDeployment('traced', shared, {
+      env: {
+        OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint,
+        OTEL_TRACES_SAMPLER: 'always_on',
+        OTEL_SERVICE_NAME: 'bench-proxy',
+      },
+      args: proxyArgs,
     });
+    children.push(traced.child);
     const bare = await startBareForwarder(mcpUrl);
     children.push(bare.child);
-    const traced = await startTracedProxy(env, sink.endpoint);
-    children.push(traced.child);
-    const authorization = { authorization: `Bearer ${token.body.access_token}` };
-    // Every target gets the same request, token included: a client of an MCP server always sends
-    // one. The bare forwarder passes it on, as the proxy passes on the upstream token in its
-    // place, so the MCP server sees a bearer token on every path.
+    // A client of an MCP server always sends a token, so the direct and bare targets send one too:
+    // the bare forwarder passes it on as a proxy passes on the upstream token in its place, and the
+    // MCP server sees (and hashes) a bearer token on every path. The first proxy's token is as
+    // good as any there: the example MCP server is started without a userinfo URL and checks none.
     const targets: Target[] = [
-      { name: 'direct', url: new URL(mcpUrl), headers: authorization },
-      { name: 'proxy', url: new URL(`${baseUrl}/mcp`), headers: authorization, pid: proxy.pid! },
-      { name: 'bare', url: bare.url, headers: authorization, pid: bare.child.pid! },
-      { name: 'traced', url: traced.url, headers: authorization, pid: traced.child.pid! },
+      { name: 'direct', url: new URL(mcpUrl), headers: proxy.target.headers },
+      proxy.target,
+      { name: 'bare', url: bare.url, headers: proxy.target.headers, pid: bare.child.pid! },
+      traced.target,
     ];
     // More proxies, side by side with the first: BENCH_B_NODE_ARGS and BENCH_B_ENTRY hold one
-    // comma-separated item per proxy (proxy-b, proxy-c…). Each has the same configuration and
-    // store (so the same token is valid there), a port of its own, and forwards to the first
-    // proxy's MCP server instead of starting one.
+    // comma-separated item per proxy (proxy-b, proxy-c…), each a deployment of its own like the
+    // first, without BENCH_PROXY_NODE_ARGS and the preload.
     const variantArgs = process.env.BENCH_B_NODE_ARGS?.split(',') ?? [];
     const variantEntries = process.env.BENCH_B_ENTRY?.split(',') ?? [];
     for (let v = 0; v < Math.max(variantArgs.length, variantEntries.length); v++) {
-      const portB = await freePort();
-      const b = await startProxy(
-        { ...env, PORT: String(portB) },
-        `http://localhost:${portB}`,
-        [...PRODUCTION_NODE_ARGS, ...nodeArgs(variantArgs[v])],
-        variantEntries[v] || undefined,
-      );
-      children.push(b);
-      targets.push({
-        name: `proxy-${String.fromCharCode(98 + v)}`,
-        url: new URL(`http://localhost:${portB}/mcp`),
-        headers: authorization,
-        pid: b.pid!,
+      const variant = await startDeployment(`proxy-${String.fromCharCode(98 + v)}`, shared, {
+        args: [...PRODUCTION_NODE_ARGS, ...nodeArgs(variantArgs[v])],
+        entry: variantEntries[v] || undefined,
       });
+      children.push(variant.child);
+      targets.push(variant.target);
     }
     const sessions = await Promise.all(targets.map(openSession));
     // Warm every path (JIT, keep-alive sockets, caches) before measuring.
     for (const [i, target] of targets.entries()) await measure(target, sessions[i]!, 10, 1);
 
-    const mcpPid = childPids(proxy.pid!)[0];
+    const mcpPid = childPids(proxy.child.pid!)[0];
     // CPU per request of each process, so the ratios can be read against the machine: on a
     // 2-core machine the proxy path runs three busy processes where the direct path runs two.
     // The machine is shared and noisy: the targets are measured in short slices taken in turn
@@ -571,15 +612,15 @@ async function main(): Promise<void> {
     console.log(`\nthe proxy with tracing on (every request sampled, exported to a loopback OTLP endpoint) / off`);
     for (const row of tracingRows) console.log(row);
     console.log(`(${sink.exports()} OTLP exports received)`);
-    console.log(`\nproxy RSS: ${rss(proxy.pid!)}; with tracing on: ${rss(traced.child.pid!)}`);
+    console.log(`\nproxy RSS: ${rss(proxy.child.pid!)}; with tracing on: ${rss(traced.child.pid!)}`);
     for (const variant of targets.filter((t) => t.name.startsWith('proxy-'))) {
       console.log(`${variant.name} RSS: ${rss(variant.pid!)}`);
     }
   } finally {
-    for (const child of [proxy, ...children]) child.kill('SIGTERM');
+    for (const child of children) child.kill('SIGTERM');
     sink.close();
     const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${prefix}*`);
+    const keys = await redis.keys(`${shared.prefix}*`);
     if (keys.length) await redis.del(...keys);
     redis.disconnect();
   }
