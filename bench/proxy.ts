@@ -32,6 +32,12 @@
  * proxies measured beside the first in the same slices, under the same outside load: proxy-b,
  * proxy-c… with those extra flags, and that entry point (default: the same build; for another
  * version of the code, a build of it inside this project, so that it finds node_modules).
+ *
+ * BENCH_PIN=1, for A/B comparisons: every hop (the proxies, the bare forwarder) on the second CPU,
+ * everything else (the MCP server, wrk, this script) on the first, so the hop being measured has a
+ * core to itself and never shares it with its peers. Unpinned, two identical proxies differ by up
+ * to ±15 % in CPU per request within one run on a 2-core machine (which process the scheduler
+ * happens to put beside which); pinned, by about ±4 %. The issues' figures are taken unpinned.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -464,8 +470,20 @@ const describeRss = ({ total, anon, file }: ReturnType<typeof rss>) =>
 const throughputPercent = (hop: Summary, yardstick: Summary) => (hop.rps / yardstick.rps) * 100;
 const cpuRatio = (hop: Row, yardstick: Row) => Number(hop.cpu.hop) / Number(yardstick.cpu.hop);
 
+const PIN = process.env.BENCH_PIN === '1';
+
+/** Pins every thread of `pid` to `cpu` (BENCH_PIN); threads it starts later inherit it. */
+function pin(pid: number, cpu: number): void {
+  const taskset = spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { encoding: 'utf8' });
+  if (taskset.error || taskset.status !== 0) {
+    throw new Error(`BENCH_PIN=1 needs taskset (util-linux) and 2 CPUs: ${taskset.error?.message ?? taskset.stderr}`);
+  }
+}
+
 async function main(): Promise<RunFigures> {
   build();
+  // Before any child starts, so the MCP server and every wrk inherit the first CPU.
+  if (PIN) pin(process.pid, 0);
   const mcpPort = await freePort();
   const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
   const shared: Shared = {
@@ -530,6 +548,7 @@ async function main(): Promise<RunFigures> {
       children.push(variant.child);
       targets.push(variant.target);
     }
+    if (PIN) for (const target of targets) if (target.pid) pin(target.pid, 1);
     const sessions = await Promise.all(targets.map(openSession));
     // Warm every path (JIT, keep-alive sockets, caches) before measuring.
     for (const [i, target] of targets.entries()) await measure(target, sessions[i]!, 10, 1);
@@ -582,7 +601,7 @@ async function main(): Promise<RunFigures> {
     };
 
     console.log(
-      `\n${SECONDS}s per target and level, in ${SLICES} slices of each taken in turn; load from ${GENERATOR}; ${cpus().length} CPUs\n`,
+      `\n${SECONDS}s per target and level, in ${SLICES} slices of each taken in turn; load from ${GENERATOR}; ${cpus().length} CPUs${PIN ? '; hops pinned to CPU 1, the rest to CPU 0' : ''}\n`,
     );
     console.log(
       'conns  target   req/s     p50 ms   p99 ms   errors   CPU µs/request: proxy or forwarder  mcp-server  load-generator',
