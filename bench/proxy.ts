@@ -397,6 +397,7 @@ function measureWrk(target: Target, sessionId: string, connections: number, seco
     child.stdout.on('data', (chunk) => (out += chunk));
     child.on('error', reject);
     child.on('exit', () => {
+      rmSync(script, { force: true });
       const line = /BENCH (\d+) (\d+) (\d+) ([\d.,]+)/.exec(out);
       if (!line) return reject(new Error(`wrk said: ${out}`));
       const [requests, errors, micros] = [Number(line[1]), Number(line[2]), Number(line[3])];
@@ -410,6 +411,9 @@ function measureWrk(target: Target, sessionId: string, connections: number, seco
 
 const GENERATOR = process.env.BENCH_GENERATOR ?? (spawnSync('wrk', ['--version']).error ? 'node' : 'wrk');
 const generate = GENERATOR === 'wrk' ? measureWrk : measure;
+
+/** A difference in milliseconds with its sign: `+0.12`, `−0.05`. */
+const signed = (ms: number) => (ms < 0 ? `−${(-ms).toFixed(2)}` : `+${ms.toFixed(2)}`);
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -608,7 +612,7 @@ async function main(): Promise<RunFigures> {
     );
     const rows: string[] = [];
     const ratio = (connections: number, label: string, hop: Summary, direct: Summary) =>
-      `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${throughputPercent(hop, direct).toFixed(1).padStart(5)}% of direct, p50 +${(hop.p50 - direct.p50).toFixed(2)} ms, p99 +${(hop.p99 - direct.p99).toFixed(2)} ms`;
+      `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${throughputPercent(hop, direct).toFixed(1).padStart(5)}% of direct, p50 ${signed(hop.p50 - direct.p50)} ms, p99 ${signed(hop.p99 - direct.p99)} ms`;
     // The figures issue 8 sets its targets in: the proxy against the bare forwarder, side by side.
     const against = (connections: number, label: string, hop: Row, yardstick: Row, name: string) =>
       `${String(connections).padEnd(6)} ${label.padEnd(15)} throughput ${throughputPercent(hop, yardstick).toFixed(1).padStart(5)}% of the ${name}'s, CPU per request ${cpuRatio(hop, yardstick).toFixed(2)}×`;
@@ -617,7 +621,7 @@ async function main(): Promise<RunFigures> {
     const tracingRows: string[] = [];
     const levels: LevelFigures[] = [];
     const tracingCost = (connections: number, off: Row, on: Row) =>
-      `${String(connections).padEnd(6)} tracing on    throughput ${throughputPercent(on, off).toFixed(1).padStart(5)}% of tracing off, CPU per request ${cpuRatio(on, off).toFixed(2)}×, p50 +${(on.p50 - off.p50).toFixed(2)} ms, p99 +${(on.p99 - off.p99).toFixed(2)} ms`;
+      `${String(connections).padEnd(6)} tracing on    throughput ${throughputPercent(on, off).toFixed(1).padStart(5)}% of tracing off, CPU per request ${cpuRatio(on, off).toFixed(2)}×, p50 ${signed(on.p50 - off.p50)} ms, p99 ${signed(on.p99 - off.p99)} ms`;
     for (const connections of LEVELS) {
       const results = await interleaved(connections);
       for (const [i, s] of results.entries()) {
