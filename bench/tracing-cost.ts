@@ -13,7 +13,9 @@
  * - `record`: the SDK started, spans recorded, nothing exported (a no-op span processor);
  * - `batch`: spans queued in the batch processor, the exporter dropping every batch;
  * - `export`: the proxy's own tracing set-up (lib/telemetry/sdk.ts), exporting OTLP/protobuf over
- *   HTTP to a collector stand-in in another process (which answers 200).
+ *   HTTP to a collector stand-in in another process (which answers 200);
+ * - `one-span`: `export` with the request span only, no span for the call to the MCP server: what
+ *   a design with one span per call would cost (not what the proxy does).
  *
  * `record − off` is making the spans, `batch − record` keeping them until export, `export − batch`
  * serialising and sending them.
@@ -22,7 +24,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { IncomingMessage } from 'node:http';
 import { fileURLToPath } from 'node:url';
 
-const MODES = ['off', 'record', 'batch', 'export'] as const;
+const MODES = ['off', 'record', 'batch', 'export', 'one-span'] as const;
 type Mode = (typeof MODES)[number];
 const RATE = Number(process.env.BENCH_RATE ?? 3500);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -50,7 +52,7 @@ async function startSink(): Promise<{ endpoint: string; stop: () => void }> {
 async function startMode(mode: Mode): Promise<void> {
   if (mode === 'off') return;
   process.env.OTEL_TRACES_SAMPLER = 'always_on';
-  if (mode === 'export') {
+  if (mode === 'export' || mode === 'one-span') {
     const { startTracing } = await import('../lib/telemetry/sdk.ts');
     return startTracing({ enabled: true, serviceName: 'bench-tracing' });
   }
@@ -86,7 +88,7 @@ async function runMode(mode: Mode): Promise<void> {
   const request = (n: number) => {
     const span = spans.startRequestSpan(req, `bench-request-${n}`);
     spans.runInSpan(span, () => {
-      const call = spans.startMcpCallSpan(req);
+      const call = mode === 'one-span' ? undefined : spans.startMcpCallSpan(req);
       const headers = ['Host', 'mcp.example', 'Authorization', 'Bearer x'];
       spans.injectTraceparent(headers, call);
       spans.endMcpCallSpan(call, 'ok', 200);
