@@ -38,6 +38,14 @@ describe('health routes', function () {
     }
   });
 
+  it('a path that only begins like a health route is not one', async function () {
+    for (const path of ['/healthzz', '/readyz/more']) {
+      const response = await fetch(`${stack.baseUrl}${path}`);
+      expect(response.status, path).to.equal(404);
+      expect(await response.text(), path).to.not.include('"status"');
+    }
+  });
+
   it('an MCP server that does not accept connections makes /readyz 503 without naming where it is', async function () {
     const response = await fetch(`${unreachableMcp.baseUrl}/readyz`);
     expect(response.status).to.equal(503);

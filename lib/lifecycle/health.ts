@@ -47,7 +47,11 @@ export function createHealth(open: () => boolean, checks: readonly Check[]): Hea
 
   return {
     handle(req, res) {
-      const path = (req.url ?? '/').split('?', 1)[0];
+      const url = req.url ?? '/';
+      // Every request of the process passes here, each tool call included: a prefix test first,
+      // so that the others leave no array or string behind.
+      if (!url.startsWith(HEALTH_PATH) && !url.startsWith(READY_PATH)) return false;
+      const path = url.split('?', 1)[0];
       if (path !== HEALTH_PATH && path !== READY_PATH) return false;
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         sendJson(res, 405, { error: 'method_not_allowed' }, { Allow: 'GET, HEAD' });
