@@ -33,6 +33,10 @@
  * proxy-c… with those extra flags, and that entry point (default: the same build; for another
  * version of the code, a build of it inside this project, so that it finds node_modules).
  *
+ * BENCH_LEAN=1 adds a target, `lean` (bench/lean-forwarder.ts): the bare forwarder plus the
+ * per-request work of a warm tool call done the plainest way, a lower bound for what the proxy
+ * could cost per request with every step it takes costing nothing beyond its work.
+ *
  * BENCH_PIN=1, for A/B comparisons: every hop (the proxies, the bare forwarder) on the second CPU,
  * everything else (the MCP server, wrk, this script) on the first, so the hop being measured has a
  * core to itself and never shares it with its peers. Unpinned, two identical proxies differ by up
@@ -132,10 +136,14 @@ async function waitUntilListening(
   throw new Error(`${url}: not listening within 30 s:\n${output()}`);
 }
 
-async function startBareForwarder(mcpUrl: string): Promise<{ child: ChildProcess; url: URL }> {
+/** `script`: bench/bare-forwarder.js, or bench/lean-forwarder.js (BENCH_LEAN=1). */
+async function startBareForwarder(
+  mcpUrl: string,
+  script = 'bench/bare-forwarder.js',
+): Promise<{ child: ChildProcess; url: URL }> {
   const port = await freePort();
   const args = nodeArgs(process.env.BENCH_BARE_NODE_ARGS);
-  const child = spawn(process.execPath, [...args, join(BUILD, 'bench/bare-forwarder.js'), String(port), mcpUrl], {
+  const child = spawn(process.execPath, [...args, join(BUILD, script), String(port), mcpUrl], {
     cwd: ROOT,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -529,6 +537,9 @@ async function main(): Promise<RunFigures> {
     children.push(traced.child);
     const bare = await startBareForwarder(mcpUrl);
     children.push(bare.child);
+    const lean =
+      process.env.BENCH_LEAN === '1' ? await startBareForwarder(mcpUrl, 'bench/lean-forwarder.js') : undefined;
+    if (lean) children.push(lean.child);
     // A client of an MCP server always sends a token, so the direct and bare targets send one too:
     // the bare forwarder passes it on as a proxy passes on the upstream token in its place, and the
     // MCP server sees (and hashes) a bearer token on every path. The first proxy's token is as
@@ -538,6 +549,7 @@ async function main(): Promise<RunFigures> {
       proxy.target,
       { name: 'bare', url: bare.url, headers: proxy.target.headers, pid: bare.child.pid! },
       traced.target,
+      ...(lean ? [{ name: 'lean', url: lean.url, headers: proxy.target.headers, pid: lean.child.pid! }] : []),
     ];
     // More proxies, side by side with the first: BENCH_B_NODE_ARGS and BENCH_B_ENTRY hold one
     // comma-separated item per proxy (proxy-b, proxy-c…), each a deployment of its own like the
@@ -635,6 +647,8 @@ async function main(): Promise<RunFigures> {
         ratio(connections, 'bare forwarder', viaBare!, direct!),
       );
       comparisons.push(against(connections, 'proxy', viaProxy!, viaBare!, 'bare forwarder'));
+      const viaLean = byName(results, 'lean');
+      if (viaLean) comparisons.push(against(connections, 'lean', viaLean, viaBare!, 'bare forwarder'));
       const viaTraced = byName(results, 'traced')!;
       tracingRows.push(tracingCost(connections, viaProxy!, viaTraced));
       levels.push({
