@@ -23,6 +23,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { IncomingMessage } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { median } from './summary.ts';
 
 const MODES = ['off', 'record', 'batch', 'export', 'one-span'] as const;
 type Mode = (typeof MODES)[number];
@@ -141,7 +142,6 @@ async function main(): Promise<void> {
   } finally {
     sink.stop();
   }
-  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
   const off = median(results.get('off')!);
   console.log(`\n${RATE} requests/s, ${SECONDS} s per mode, median of ${rounds} rounds; CPU µs per request`);
   console.log('mode     µs/request   added to off   runs');
