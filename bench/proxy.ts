@@ -55,6 +55,7 @@ import { ephemeralJwks } from '../lib/auth-server/keys.ts';
 import { createBrowser } from '../test/helpers/browser.ts';
 import { codeFlow, registerClient } from '../test/helpers/oauth.ts';
 import { freePort } from '../test/helpers/stack.ts';
+import { PRODUCTION_NODE_ARGS } from './production.ts';
 import { printSummary, type LevelFigures, type RunFigures } from './summary.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
@@ -91,15 +92,6 @@ function build(): void {
 }
 
 const nodeArgs = (value: string | undefined) => value?.split(' ').filter(Boolean) ?? [];
-
-/**
- * The Node flags of the production web process (bin/support/web, the buildpack's web command):
- * keep the two alike. A young generation of at most 2 × 8 MiB: V8's default on a machine with
- * gigabytes of memory lets it grow to 2 × 32 MiB, which the proxy's short-lived garbage fills, for
- * 20–55 MiB more resident memory and no gain in CPU time per request (issue 8, measured with this
- * benchmark's A/B proxies).
- */
-const PRODUCTION_NODE_ARGS = ['--max-semi-space-size=8'];
 
 interface Target {
   /** direct, proxy, bare, or proxy-b, proxy-c… (BENCH_B_*). */

@@ -23,6 +23,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { IncomingMessage } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { PRODUCTION_NODE_ARGS } from './production.ts';
 import { median } from './summary.ts';
 
 const MODES = ['off', 'record', 'batch', 'export', 'one-span'] as const;
@@ -130,7 +131,7 @@ async function main(): Promise<void> {
     // Modes in turn, several rounds: outside load falls on all of them alike.
     for (let round = 0; round < rounds; round++) {
       for (const m of MODES) {
-        const child = spawnSync(process.execPath, ['--max-semi-space-size=8', '--import', 'tsx', self], {
+        const child = spawnSync(process.execPath, [...PRODUCTION_NODE_ARGS, '--import', 'tsx', self], {
           env: { ...process.env, BENCH_TRACING_MODE: m, OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint },
           encoding: 'utf8',
         });
