@@ -20,6 +20,7 @@ import { beginRequest, requestTelemetry, runRequest } from './telemetry/request-
 import type { Vault } from './vault/index.ts';
 import { grantSecretContext } from './auth-server/token-binding.ts';
 import { handBack } from './http/edge-body.ts';
+import { sendJson } from './http/json.ts';
 import type { Views } from './views/index.ts';
 import type { KeyMaterial } from './auth-server/keys.ts';
 
@@ -38,12 +39,11 @@ export interface AppDeps {
 
 const clientUsedHttps = (req: IncomingMessage): boolean => clientProtocol(req) === 'https';
 
-/** Answered before Express (the `/mcp` fast path skips it), so in JSON by hand. */
+/** Answered before Express (the `/mcp` fast path skips it), so with plain Node. */
 function refuseHttp(res: ServerResponse, log: Logger): void {
   const error = new HttpsRequired();
   logError(log, error);
-  res.writeHead(error.status, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
-  res.end(JSON.stringify(jsonBody(error)));
+  sendJson(res, error.status, jsonBody(error));
 }
 
 export interface Web {
@@ -74,11 +74,12 @@ export function createWeb(deps: AppDeps): Web {
       app(req, res);
       return;
     }
-    // Its id, its log line and its span, a refused plain-http request's too.
-    const request = beginRequest(req, res, mcpPath);
-    if (production && !clientUsedHttps(req)) return runRequest(request, () => refuseHttp(res, deps.log));
+    // Its id, its log line and its span, a refused plain-http request's too. Its X-Request-Id
+    // leaves with the head, whoever writes it.
+    const request = beginRequest(req, res, mcpPath, true);
+    if (production && !clientUsedHttps(req)) return runRequest(request, refuseHttp, res, deps.log);
     // The proxy answers every outcome itself, its own defects included: nothing to catch here.
-    runRequest(request, () => proxy(req, res));
+    runRequest(request, proxy, req, res);
   };
   return { app, listener };
 }

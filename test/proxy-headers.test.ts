@@ -199,6 +199,35 @@ describe('/mcp proxy: headers, paths and origins, in front of a purpose-built up
       expect(values(json(res).rawHeaders, 'x-request-id')).to.deep.equal(['client-chosen-id-1']);
     });
 
+    it('a request without an id gets one of ours: the same upstream and back, once', async function () {
+      const res = await send(stack.mcpUrl, { headers: bearer, body: Buffer.from('{}') });
+      expect(res.status).to.equal(200);
+      const [id, ...more] = values(res.rawHeaders, 'x-request-id');
+      expect(more).to.deep.equal([]);
+      expect(id).to.match(/^[0-9a-f-]{36}$/);
+      expect(values(json(res).rawHeaders, 'x-request-id')).to.deep.equal([id]);
+    });
+
+    it('the answers the proxy makes itself carry the request id too, once', async function () {
+      const refused = await send(stack.mcpUrl, { headers: ['X-Request-Id', 'client-chosen-id-2'] });
+      expect(refused.status).to.equal(401);
+      expect(values(refused.rawHeaders, 'x-request-id')).to.deep.equal(['client-chosen-id-2']);
+      const generated = await send(stack.mcpUrl, { headers: ['Authorization', 'Bearer not-ours'] });
+      expect(generated.status).to.equal(401);
+      expect(values(generated.rawHeaders, 'x-request-id')).to.have.length(1);
+    });
+
+    it('a browser’s call (through Express, with CORS) carries the request id once, with the CORS headers', async function () {
+      const res = await send(stack.mcpUrl, {
+        headers: [...bearer, 'Origin', INSPECTOR, 'X-Request-Id', 'client-chosen-id-3'],
+        body: Buffer.from('{}'),
+      });
+      expect(res.status).to.equal(200);
+      expect(values(res.rawHeaders, 'x-request-id')).to.deep.equal(['client-chosen-id-3']);
+      expect(values(res.rawHeaders, 'access-control-allow-origin')).to.deep.equal([INSPECTOR]);
+      expect(values(json(res).rawHeaders, 'x-request-id')).to.deep.equal(['client-chosen-id-3']);
+    });
+
     it('passes the path below /mcp and the query string through as they are', async function () {
       const res = await send(`${stack.mcpUrl}/echo/deeper?x=%20y&x=2&empty`, {
         headers: bearer,

@@ -1,9 +1,11 @@
 import type { ServerResponse } from 'node:http';
+import { currentRequest } from '../telemetry/request-context.ts';
 
 /**
  * A small JSON answer written with plain Node: the health routes run in front of Express and the
  * proxy's own answers without it. Never stored: each describes this moment or this one request.
- * No body for HEAD.
+ * No body for HEAD. Names the request it answers (X-Request-Id) when no one has yet: see
+ * `beginRequest`.
  */
 export function sendJson(
   res: ServerResponse,
@@ -12,8 +14,10 @@ export function sendJson(
   headers: Record<string, string> = {},
 ): void {
   const json = JSON.stringify(body);
+  const requestId = res.hasHeader('x-request-id') ? undefined : currentRequest()?.requestId;
   res.writeHead(status, {
     ...headers,
+    ...(requestId && { 'X-Request-Id': requestId }),
     'Content-Type': 'application/json; charset=utf-8',
     'Content-Length': String(Buffer.byteLength(json)),
     'Cache-Control': 'no-store',

@@ -80,7 +80,8 @@ export function createDrainer(server: Server): Drainer {
     track(listener) {
       return (req, res) => {
         const node = inFlight.add(res);
-        res.once('close', () => {
+        // `on`, not `once`: 'close' comes once, and `once` costs a wrapper and a removal per request.
+        res.on('close', () => {
           inFlight.remove(node);
           if (!draining) return;
           closeIdle();

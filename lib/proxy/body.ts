@@ -61,21 +61,22 @@ export class ClientBody {
         });
       }
     };
+    // `on`, not `once`, for events that come once: `once` costs a wrapper and a removal each.
     req.on('data', onData);
-    req.once('end', () => {
+    req.on('end', () => {
       if (this.failure) return;
       this.ended = true;
       this.sink?.end();
       for (const waiter of this.waiters.splice(0)) waiter.resolve();
     });
-    // 'close' follows every request, complete or not: the error (and its stack trace, tens of
-    // microseconds) is only built when the body was cut short.
-    req.once('close', () => {
+    // 'close' follows every request, complete or not, a failed connection's too (a request without
+    // an 'error' listener emits no 'error'): the error (and its stack trace, tens of microseconds)
+    // is only built when the body was cut short.
+    req.on('close', () => {
       if (!this.ended && !this.failure) {
         fail(new ClientGoneError('the client closed the connection before its body was complete'));
       }
     });
-    req.once('error', () => fail(new ClientGoneError('the client connection failed')));
   }
 
   /** Resolves once the whole body was read; rejects with BodyTooLargeError or ClientGoneError. */

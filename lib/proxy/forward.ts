@@ -27,7 +27,7 @@ export function forwardToMcpServer(ctx: ProxyContext): (call: AdmittedCall) => v
         body.release();
         // Ends at the response's head: the length of a stream is the request span's.
         endMcpCallSpan(call.span, 'ok', response!.statusCode);
-        streamBack(response!, res, forwardResponseHeaders(response!.rawHeaders, cookies));
+        streamBack(response!, res, forwardResponseHeaders(response!.rawHeaders, cookies), call.requestId);
       } catch (unexpected) {
         endMcpCallSpan(call.span, 'proxy_error');
         answer.failUnexpectedly(res, unexpected);

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Span } from '@opentelemetry/api';
 import { injectTraceparent } from '../telemetry/spans.ts';
 import { clientProtocol } from '../http/forwarded.ts';
@@ -180,7 +180,7 @@ export function identityHeaders(caller: Caller): string[] {
  */
 export function upstreamRequestHeaders(
   req: IncomingMessage,
-  res: ServerResponse,
+  requestId: string | undefined,
   host: string,
   cookies: CookiePolicy,
   identity: readonly string[],
@@ -206,8 +206,7 @@ export function upstreamRequestHeaders(
     req.headers.host ?? '',
   );
   headers.push(...identity);
-  const requestId = res.getHeader('x-request-id');
-  if (typeof requestId === 'string') headers.push('X-Request-Id', requestId);
+  if (requestId !== undefined) headers.push('X-Request-Id', requestId);
   if (replay && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)) {
     headers.push('Content-Length', String(replayLength));
   }
@@ -219,8 +218,9 @@ const EVENT_STREAM = /^\s*text\/event-stream\s*(?:;|$)/i;
 
 export interface ResponseHead {
   /**
-   * A raw name/value list in the MCP server's spelling and order, repeats (Set-Cookie…) included:
-   * see `setResponseHead`.
+   * A raw name/value list in the MCP server's spelling and order, repeats (Set-Cookie…) included,
+   * for `writeHead`. Headers already set on the response (CORS, for a browser) are replaced by a
+   * name of this list, and kept otherwise.
    */
   headers: string[];
   /** Whether the body's length is known up front (otherwise it is a stream, e.g. SSE). */
@@ -249,25 +249,4 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
     headers.push(name, value);
   }
   return { headers, sized, eventStream };
-}
-
-/**
- * Puts the MCP server's headers on `res`, before writeHead(). The first value of a name replaces
- * any we set; the values of a repeated name (Set-Cookie…) go out each on its own line, under the
- * spelling of the first. Straight onto the response: an object of headers for writeHead() would
- * be taken apart into the same setHeader() calls.
- */
-export function setResponseHead(res: ServerResponse, head: ResponseHead): void {
-  const { headers } = head;
-  const seen: string[] = [];
-  for (let i = 0; i < headers.length; i += 2) {
-    const name = headers[i]!;
-    const lower = name.toLowerCase();
-    if (seen.includes(lower)) {
-      res.appendHeader(name, headers[i + 1]!);
-    } else {
-      seen.push(lower);
-      res.setHeader(name, headers[i + 1]!);
-    }
-  }
 }

@@ -5,6 +5,7 @@ import type { Config } from '../config/types.ts';
 import { GrantRateLimiter, limitPerGrant } from '../rate-limit/grant.ts';
 import type { Store } from '../store/types.ts';
 import type { Logger } from '../telemetry/log.ts';
+import { currentRequest } from '../telemetry/request-context.ts';
 import type { Vault } from '../vault/index.ts';
 import {
   awaitMcpServer,
@@ -81,7 +82,7 @@ export function createMcpProxy({ config, provider, vault, store, log, mcpServer 
 
   const { answer } = ctx;
   return (req, res) => {
-    const call = new McpCall(req, res);
+    const call = new McpCall(req, res, currentRequest()?.requestId);
     try {
       const verdict = admit(call);
       if (verdict === true) return forward(call as AdmittedCall);

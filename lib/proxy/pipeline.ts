@@ -46,6 +46,8 @@ export class McpCall {
   constructor(
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
+    /** The request's id (telemetry/request-log.ts), sent to the MCP server and back to the client. */
+    readonly requestId: string | undefined,
   ) {}
 }
 

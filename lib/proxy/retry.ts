@@ -78,7 +78,7 @@ export function retryAfterRefresh(
     }
     body.release();
     endMcpCallSpan(call.span, 'refreshed', response.statusCode);
-    streamBack(response, res, forwardResponseHeaders(response.rawHeaders, cookies));
+    streamBack(response, res, forwardResponseHeaders(response.rawHeaders, cookies), call.requestId);
   };
 
   return (call, body, link, refused) => {

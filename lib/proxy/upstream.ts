@@ -1,7 +1,7 @@
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { ClientGoneError, type ClientBody } from './body.ts';
-import { setResponseHead, upstreamRequestHeaders, type CookiePolicy, type ResponseHead } from './headers.ts';
+import { upstreamRequestHeaders, type CookiePolicy, type ResponseHead } from './headers.ts';
 import type { AdmittedCall } from './pipeline.ts';
 
 /**
@@ -14,7 +14,8 @@ export class UpstreamLink {
   clientGone = false;
 
   constructor(res: ServerResponse) {
-    res.once('close', () => {
+    // `on`, not `once`: 'close' comes once, and `once` costs a wrapper and a removal per request.
+    res.on('close', () => {
       if (res.writableFinished) return;
       this.clientGone = true;
       this.request?.destroy();
@@ -73,10 +74,10 @@ export function upstreamRequest(
   link: UpstreamLink,
   replay: boolean,
 ): UpstreamRequest {
-  const { req, res } = call;
+  const { req } = call;
   const headers = upstreamRequestHeaders(
     req,
-    res,
+    call.requestId,
     upstream.target.url.host,
     upstream.cookies,
     call.caller.identityHeaders,
@@ -112,7 +113,7 @@ export function sendUpstream(target: UpstreamTarget, options: UpstreamRequest, d
     agent: target.agent,
   });
   link.request = request;
-  request.once('response', (response: IncomingMessage) => {
+  request.on('response', (response: IncomingMessage) => {
     if (settled) return void response.resume();
     settled = true;
     done(undefined, response);
@@ -136,8 +137,14 @@ export function sendUpstreamAsync(target: UpstreamTarget, options: UpstreamReque
 
 /**
  * Streams the MCP server's answer to the client, event by event for SSE: every chunk is written
- * when it arrives, and pipe() pauses the MCP server's response while the client reads slower
- * than it writes.
+ * when it arrives, and the MCP server's response is paused while the client reads slower than it
+ * writes. By hand rather than with pipe(), which adds and removes seven listeners per response
+ * for cases handled here already: a client that leaves destroys the upstream request
+ * (`UpstreamLink`), and a response the drain ended swallows late writes (lifecycle/drain.ts).
+ *
+ * The head goes out as one raw list (`writeHead`), X-Request-Id added when nothing set it yet (see
+ * `beginRequest`): Node writes such a list as it is, where headers set beforehand make it merge
+ * the two name by name.
  *
  * An answer cut short upstream (the MCP server died, restarted or reset the connection):
  * - an event stream is ended as a complete response. SSE delimits its own events and a client
@@ -147,26 +154,37 @@ export function sendUpstreamAsync(target: UpstreamTarget, options: UpstreamReque
  * - any other body is cut short here too (the connection closes before the response is complete):
  *   a truncated JSON document or file ended as if complete would be taken for the whole.
  */
-export function streamBack(upstream: IncomingMessage, res: ServerResponse, head: ResponseHead): void {
-  setResponseHead(res, head);
-  res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage);
+export function streamBack(
+  upstream: IncomingMessage,
+  res: ServerResponse,
+  head: ResponseHead,
+  requestId: string | undefined,
+): void {
+  const { headers } = head;
+  if (requestId !== undefined && !res.hasHeader('x-request-id')) headers.push('X-Request-Id', requestId);
+  res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, headers);
+  upstream.on('data', (chunk: Buffer) => {
+    if (res.write(chunk)) return;
+    upstream.pause();
+    res.once('drain', () => upstream.resume());
+  });
+  // Chunks read together (the last event and the end of the stream, typically) leave in one
+  // write without help: Node corks the socket at a response's first write until the next tick.
+  upstream.on('end', () => res.end());
   upstream.on('close', () => {
     if (upstream.complete) return;
     if (head.eventStream && !head.sized) res.end();
     else res.destroy();
   });
-  // Chunks read together (the last event and the end of the stream, typically) leave in one
-  // write without help: Node corks the socket at a response's first write until the next tick.
-  upstream.pipe(res);
   // A stream (SSE, or any body of unknown length) may stay silent after its head: the client is
   // owed the head then (a GET stream is "open" once its 200 arrives). But the head usually comes
-  // in the same packet as the first event, already buffered in `upstream`: pipe() lets it flow in
-  // the next tick, before this one, so head and event leave in one write instead of two.
+  // in the same packet as the first event, already buffered in `upstream`: the 'data' listener
+  // lets it flow in the next tick, before this one, so head and event leave in one write.
   if (!head.sized) process.nextTick(sendHeadOfSilentStream, upstream, res);
 }
 
 function sendHeadOfSilentStream(upstream: IncomingMessage, res: ServerResponse): void {
-  // A chunk was read, so pipe() wrote it and the head with it: flushHeaders() would add nothing but
+  // A chunk was read, so it was written and the head with it: flushHeaders() would add nothing but
   // an empty write, which still travels the socket's whole write path. (`headersSent` cannot tell:
   // it is true as soon as writeHead() has stored the head.)
   if (upstream.readableDidRead || res.writableEnded || res.destroyed) return;

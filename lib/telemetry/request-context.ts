@@ -27,8 +27,8 @@ export class RequestContext {
 
 const storage = new AsyncLocalStorage<RequestContext>();
 
-export function runInRequest<T>(context: RequestContext, fn: () => T): T {
-  return storage.run(context, fn);
+export function runInRequest<A extends unknown[], T>(context: RequestContext, fn: (...args: A) => T, ...args: A): T {
+  return storage.run(context, fn, ...args);
 }
 
 export function currentRequest(): RequestContext | undefined {

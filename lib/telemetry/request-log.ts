@@ -13,30 +13,41 @@ import { endRequestSpan, runInSpan, startRequestSpan } from './spans.ts';
  */
 const REQUEST_ID = /^[A-Za-z0-9+/=._-]{8,200}$/;
 
-/** The request's id (see REQUEST_ID), also set as the response's X-Request-Id. */
-export function requestIdFor(req: IncomingMessage, res: ServerResponse): string {
+/** The request's id: see REQUEST_ID. */
+export function requestIdOf(req: IncomingMessage): string {
   const incoming = req.headers['x-request-id'];
-  const requestId = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-  res.setHeader('X-Request-Id', requestId);
-  return requestId;
+  return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
 }
 
 /**
  * Starts tracking a request: its id, its span when tracing is on, and one log line (and the span's
  * end) when its response closes. `route`: the route template when the caller knows it (`/mcp`,
  * dispatched before Express); otherwise Express's matched route, else the scrubbed path.
+ *
+ * The id goes back to the client as X-Request-Id on every answer. Set here, up front, unless
+ * `headLater`: then whoever writes the head adds it (`/mcp`: `streamBack` for the MCP server's
+ * answers, `sendJson` for the proxy's own). A header set before the head is written costs every
+ * tool call: Node then merges the head into the headers set so far, one `setHeader` per name,
+ * instead of writing the list it is given as it is.
  */
-export function beginRequest(req: IncomingMessage, res: ServerResponse, route?: string): RequestContext {
-  const request = new RequestContext(requestIdFor(req, res));
+export function beginRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  route?: string,
+  headLater = false,
+): RequestContext {
+  const request = new RequestContext(requestIdOf(req));
+  if (!headLater) res.setHeader('X-Request-Id', request.requestId);
   request.span = startRequestSpan(req, request.requestId);
   if (request.span || isEnabled('info')) res.once('close', () => finishRequest(req, res, request, route));
   return request;
 }
 
 /** Runs `fn` as the request: its id in every log line, its span the parent of spans inside. */
-export function runRequest<T>(request: RequestContext, fn: () => T): T {
+export function runRequest<A extends unknown[], T>(request: RequestContext, fn: (...args: A) => T, ...args: A): T {
   const span = request.span;
-  return runInRequest(request, span ? () => runInSpan(span, fn) : fn);
+  if (span) return runInRequest(request, () => runInSpan(span, () => fn(...args)));
+  return runInRequest(request, fn, ...args);
 }
 
 /** `beginRequest` + `runRequest` as Express middleware, first in the chain. */

@@ -29,7 +29,7 @@ export function startRequestSpan(req: IncomingMessage, requestId: string): Span 
   if (!tracer) return undefined;
   const method = req.method ?? 'GET';
   // Not through safeAttributes: the keys are these, Node's parser admits only a token as the
-  // method, and the request id is ours or passed requestIdFor's check. Every request pays here.
+  // method, and the request id is ours or passed requestIdOf's check. Every request pays here.
   return tracer.startSpan(method, {
     kind: SpanKind.SERVER,
     root: true,
