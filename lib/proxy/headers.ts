@@ -52,8 +52,12 @@ const OWNED_REQUEST = new Set([
   ...IDENTITY_HEADERS,
 ]);
 
-/** Response headers we own: the request id is ours (set before the proxy runs). */
+/** Response headers we own: the request id is ours. */
 const OWNED_RESPONSE = new Set(['x-request-id']);
+
+/** What never passes, as one set: one lookup per header of every request and response. */
+const NOT_FORWARDED_REQUEST = new Set([...HOP_BY_HOP, ...OWNED_REQUEST]);
+const NOT_FORWARDED_RESPONSE = new Set([...HOP_BY_HOP, ...OWNED_RESPONSE]);
 
 function connectionListed(raw: readonly string[]): Set<string> | undefined {
   let listed: Set<string> | undefined;
@@ -109,7 +113,7 @@ export function forwardRequestHeaders(raw: readonly string[], policy: CookiePoli
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || OWNED_REQUEST.has(lower) || listed?.has(lower)) continue;
+    if (NOT_FORWARDED_REQUEST.has(lower) || listed?.has(lower)) continue;
     if (!keepLength && lower === 'content-length') continue;
     let value = raw[i + 1]!;
     if (lower === 'cookie') {
@@ -239,7 +243,7 @@ export function forwardResponseHeaders(raw: readonly string[], policy: CookiePol
     const name = raw[i]!;
     const value = raw[i + 1]!;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || OWNED_RESPONSE.has(lower) || listed?.has(lower)) continue;
+    if (NOT_FORWARDED_RESPONSE.has(lower) || listed?.has(lower)) continue;
     // CORS on `/mcp` is our decision (R6 allow-list): an MCP server answering
     // `Access-Control-Allow-Origin: *` must not open it to every web page.
     if (lower.startsWith('access-control-')) continue;
