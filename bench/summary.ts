@@ -47,6 +47,14 @@ interface Goal {
   value: (run: RunFigures) => number | undefined;
   met: (median: number) => boolean;
   format: (values: number[]) => string;
+  /** Whether the runs were made under the issue's conditions for this target. */
+  applies?: (conditions: Conditions) => boolean;
+}
+
+/** How the runs were made, where a target depends on it. */
+export interface Conditions {
+  /** The traced proxy's sampled share of requests (BENCH_TRACES_SAMPLE_RATIO). */
+  sampleRatio: number;
 }
 
 const at10 = (run: RunFigures) => run.levels.find((level) => level.connections === 10);
@@ -80,10 +88,12 @@ const GOALS: Goal[] = [
     value: (run) => at10(run)?.tracedThroughputPercent,
     met: (m) => m >= 90,
     format: percent,
+    // Issue 10 sets its target with every request sampled.
+    applies: ({ sampleRatio }) => sampleRatio === 1,
   },
 ];
 
-export function printSummary(runs: RunFigures[]): void {
+export function printSummary(runs: RunFigures[], conditions: Conditions): void {
   console.log(`\n=== median (min–max) of ${runs.length} runs ===`);
   for (const [i, { connections }] of runs[0]!.levels.entries()) {
     const figures = (pick: (level: LevelFigures) => number) => runs.map((run) => pick(run.levels[i]!));
@@ -103,8 +113,12 @@ export function printSummary(runs: RunFigures[]): void {
     const values = runs.map(goal.value);
     if (values.some((value) => value === undefined)) continue;
     const measured = values as number[];
-    console.log(
-      `issue ${goal.issue}: ${goal.text}: ${goal.format(measured)} — ${goal.met(median(measured)) ? 'met' : 'not met'}`,
-    );
+    const verdict =
+      (goal.applies?.(conditions) ?? true)
+        ? goal.met(median(measured))
+          ? 'met'
+          : 'not met'
+        : 'for information: not measured as the issue sets it';
+    console.log(`issue ${goal.issue}: ${goal.text}: ${goal.format(measured)} — ${verdict}`);
   }
 }
