@@ -45,19 +45,25 @@ describe('/mcp proxy: streaming, in front of a purpose-built upstream', function
 
   it('413 with a JSON body over MCP_PROXY_MAX_BODY_BYTES declared by Content-Length; the MCP server never sees it', async function () {
     const before = echo.seen.length;
-    const res = await send(stack.mcpUrl, { headers: bearer, body: randomBytes(LIMIT + 1) });
+    const res = await send(stack.mcpUrl, {
+      headers: [...bearer, 'X-Request-Id', 'declared-413-id'],
+      body: randomBytes(LIMIT + 1),
+    });
     expect(res.status).to.equal(413);
     expect(res.headers['content-type']).to.match(/^application\/json/);
     expect(json<{ error: string }>(res).error).to.equal('payload_too_large');
+    expect(values(res.rawHeaders, 'x-request-id')).to.deep.equal(['declared-413-id']);
     expect(echo.seen.length).to.equal(before);
   });
 
   it('413 with a JSON body over the limit sent chunked; the upstream request is aborted', async function () {
     const before = { seen: echo.seen.length, aborted: echo.aborted };
     const chunks = Array.from({ length: 25 }, () => randomBytes(10_000));
-    const res = await send(stack.mcpUrl, { headers: bearer, chunks });
+    const res = await send(stack.mcpUrl, { headers: [...bearer, 'X-Request-Id', 'chunked-413-id'], chunks });
     expect(res.status).to.equal(413);
     expect(json<{ error: string }>(res).error).to.equal('payload_too_large');
+    // Noticed in the body's 'data' events, outside the request's context: still named.
+    expect(values(res.rawHeaders, 'x-request-id')).to.deep.equal(['chunked-413-id']);
     await until(() => echo.aborted > before.aborted, 'the upstream saw its request aborted');
     expect(echo.seen.length, 'no complete request upstream').to.equal(before.seen);
   });

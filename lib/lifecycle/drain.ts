@@ -134,7 +134,7 @@ function endResponse(res: ServerResponse): void {
     res.destroy();
     return;
   }
-  // The handler may still be piping into it: its writes after the end are dropped, not thrown.
+  // The handler may still be streaming into it: its writes after the end are dropped, not thrown.
   res.on('error', () => undefined);
   res.end();
 }

@@ -6,6 +6,7 @@ import type { Logger } from '../telemetry/log.ts';
 import { BodyTooLargeError, ClientGoneError } from './body.ts';
 import { sendJson } from '../http/json.ts';
 import { sendChallenge } from './challenge.ts';
+import type { McpCall } from './pipeline.ts';
 
 /** How long a client is asked to wait before trying again, in seconds (Retry-After). */
 const RETRY_AFTER = { store: '2', identityProvider: '5', mcpServer: '2' } as const;
@@ -103,13 +104,19 @@ export class Answers {
    * The request to the MCP server ended before its answer: the body was too large, the client
    * left (nobody to answer), or the MCP server was unreachable, died or reset the connection.
    * Returns which, as the MCP call span's outcome.
+   *
+   * Names the request itself (X-Request-Id) rather than leaving it to `sendJson`: a body too large
+   * is noticed in a 'data' event of the client's request, which runs outside the request's context
+   * (the connection's parser dispatches it), and so does everything that failure sets off.
    */
   upstreamFailed(
-    req: IncomingMessage,
-    res: ServerResponse,
+    { req, res, requestId }: McpCall,
     clientGone: boolean,
     error: unknown,
   ): 'body_too_large' | 'client_gone' | 'unreachable' {
+    if (requestId !== undefined && !res.headersSent && !res.hasHeader('x-request-id')) {
+      res.setHeader('X-Request-Id', requestId);
+    }
     if (error instanceof BodyTooLargeError) {
       this.refuseBody(req, res);
       return 'body_too_large';

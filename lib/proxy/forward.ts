@@ -22,7 +22,7 @@ export function forwardToMcpServer(ctx: ProxyContext): (call: AdmittedCall) => v
     const request = upstreamRequest(ctx, call, call.entry.credentials.accessToken, body, link, false);
     sendUpstream(ctx.target, request, (error, response) => {
       try {
-        if (error) return endMcpCallSpan(call.span, answer.upstreamFailed(req, res, link.clientGone, error));
+        if (error) return endMcpCallSpan(call.span, answer.upstreamFailed(call, link.clientGone, error));
         if (response!.statusCode === 401) return retry(call, body, link, response!);
         body.release();
         // Ends at the response's head: the length of a stream is the request span's.

@@ -82,7 +82,10 @@ export function createMcpProxy({ config, provider, vault, store, log, mcpServer 
 
   const { answer } = ctx;
   return (req, res) => {
-    const call = new McpCall(req, res, currentRequest()?.requestId);
+    // From the request's context; on the Express path, where it is set on the response up front,
+    // from there should some middleware have lost the context.
+    const requestId = currentRequest()?.requestId ?? (res.getHeader('x-request-id') as string | undefined);
+    const call = new McpCall(req, res, requestId);
     try {
       const verdict = admit(call);
       if (verdict === true) return forward(call as AdmittedCall);

@@ -83,9 +83,7 @@ export function retryAfterRefresh(
 
   return (call, body, link, refused) => {
     retry(call, body, link, refused)
-      .catch((error: unknown) =>
-        endMcpCallSpan(call.span, answer.upstreamFailed(call.req, call.res, link.clientGone, error)),
-      )
+      .catch((error: unknown) => endMcpCallSpan(call.span, answer.upstreamFailed(call, link.clientGone, error)))
       .catch((error: unknown) => answer.failUnexpectedly(call.res, error));
   };
 }

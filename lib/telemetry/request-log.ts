@@ -27,8 +27,9 @@ export function requestIdOf(req: IncomingMessage): string {
  * The id goes back to the client as X-Request-Id on every answer. Set here, up front, unless
  * `headLater`: then whoever writes the head adds it (`/mcp`: `streamBack` for the MCP server's
  * answers, `sendJson` for the proxy's own). A header set before the head is written costs every
- * tool call: Node then merges the head into the headers set so far, one `setHeader` per name,
- * instead of writing the list it is given as it is.
+ * tool call: Node then merges the head into the headers set so far, removing and adding each
+ * name again, instead of writing the list it is given as it is. Answers made outside the
+ * request's context name it themselves (`Answers.upstreamFailed`).
  */
 export function beginRequest(
   req: IncomingMessage,
