@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { currentRequest } from '../telemetry/request-context.ts';
+import { requestIdToAdd } from '../telemetry/request-log.ts';
 
 /**
  * A small JSON answer written with plain Node: the health routes run in front of Express and the
@@ -14,7 +15,7 @@ export function sendJson(
   headers: Record<string, string> = {},
 ): void {
   const json = JSON.stringify(body);
-  const requestId = res.hasHeader('x-request-id') ? undefined : currentRequest()?.requestId;
+  const requestId = requestIdToAdd(res, currentRequest()?.requestId);
   res.writeHead(status, {
     ...headers,
     ...(requestId && { 'X-Request-Id': requestId }),

@@ -7,6 +7,7 @@ import { BodyTooLargeError, ClientGoneError } from './body.ts';
 import { sendJson } from '../http/json.ts';
 import { sendChallenge } from './challenge.ts';
 import type { McpCall } from './pipeline.ts';
+import { requestIdToAdd } from '../telemetry/request-log.ts';
 
 /** How long a client is asked to wait before trying again, in seconds (Retry-After). */
 const RETRY_AFTER = { store: '2', identityProvider: '5', mcpServer: '2' } as const;
@@ -114,9 +115,8 @@ export class Answers {
     clientGone: boolean,
     error: unknown,
   ): 'body_too_large' | 'client_gone' | 'unreachable' {
-    if (requestId !== undefined && !res.headersSent && !res.hasHeader('x-request-id')) {
-      res.setHeader('X-Request-Id', requestId);
-    }
+    const toAdd = requestIdToAdd(res, requestId);
+    if (toAdd !== undefined && !res.headersSent) res.setHeader('X-Request-Id', toAdd);
     if (error instanceof BodyTooLargeError) {
       this.refuseBody(req, res);
       return 'body_too_large';

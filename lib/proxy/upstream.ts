@@ -3,6 +3,7 @@ import https from 'node:https';
 import { ClientGoneError, type ClientBody } from './body.ts';
 import { upstreamRequestHeaders, type CookiePolicy, type ResponseHead } from './headers.ts';
 import type { AdmittedCall } from './pipeline.ts';
+import { requestIdToAdd } from '../telemetry/request-log.ts';
 
 /**
  * One client request's link to the MCP server: the upstream request in flight, and whether the
@@ -174,7 +175,8 @@ export function streamBack(
   requestId: string | undefined,
 ): void {
   const { headers } = head;
-  if (requestId !== undefined && !res.hasHeader('x-request-id')) headers.push('X-Request-Id', requestId);
+  const toAdd = requestIdToAdd(res, requestId);
+  if (toAdd !== undefined) headers.push('X-Request-Id', toAdd);
   res.writeHead(upstream.statusCode ?? 502, upstream.statusMessage, headers);
   upstream.on('data', (chunk: Buffer) => {
     if (res.write(chunk)) return;

@@ -51,6 +51,14 @@ export function runRequest<A extends unknown[], T>(request: RequestContext, fn: 
   return runInRequest(request, fn, ...args);
 }
 
+/**
+ * The id a head about to be written should add as X-Request-Id, or undefined when there is none or
+ * the response names its request already (set up front, see `beginRequest`): one per answer.
+ */
+export function requestIdToAdd(res: ServerResponse, requestId: string | undefined): string | undefined {
+  return requestId !== undefined && !res.hasHeader('x-request-id') ? requestId : undefined;
+}
+
 /** `beginRequest` + `runRequest` as Express middleware, first in the chain. */
 export function requestTelemetry(req: IncomingMessage, res: ServerResponse, next: () => void): void {
   runRequest(beginRequest(req, res), next);
