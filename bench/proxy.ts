@@ -25,8 +25,8 @@
  *
  * Needs Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0). BENCH_SECONDS sets the
  * length of each measurement (default 4), BENCH_CONNECTIONS the levels (default 1,10,50).
- * BENCH_PROXY_NODE_ARGS (the proxy, tracing on and off) and BENCH_BARE_NODE_ARGS add Node flags
- * (`--cpu-prof` …).
+ * BENCH_PROXY_NODE_ARGS (the proxy, tracing on and off), BENCH_TRACED_NODE_ARGS (the traced proxy
+ * only) and BENCH_BARE_NODE_ARGS add Node flags (`--cpu-prof` …).
  *
  * A/B comparisons: BENCH_B_NODE_ARGS and BENCH_B_ENTRY, each a comma-separated list, start more
  * proxies measured beside the first in the same slices, under the same outside load: proxy-b,
@@ -511,11 +511,13 @@ async function main(): Promise<RunFigures> {
   const sink = await startSpanSink();
   try {
     // BENCH_PROXY_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, passes flags to the
-    // proxy's Node (tracing on and off); BENCH_BARE_NODE_ARGS to the bare forwarder's. The preload,
-    // as the web command gives it: with no OTLP endpoint it starts nothing.
-    const proxyArgs = [
+    // proxy's Node (tracing on and off), BENCH_TRACED_NODE_ARGS to the traced proxy's only, after
+    // the production flags so that they can override them; BENCH_BARE_NODE_ARGS to the bare
+    // forwarder's. The preload, as the web command gives it: with no OTLP endpoint it starts nothing.
+    const proxyArgs = (extra?: string) => [
       ...PRODUCTION_NODE_ARGS,
       ...nodeArgs(process.env.BENCH_PROXY_NODE_ARGS),
+      ...nodeArgs(extra),
       '--import',
       join(BUILD, 'lib/telemetry/tracing.js'),
     ];
@@ -526,7 +528,7 @@ async function main(): Promise<RunFigures> {
         MCP_SERVER_RUN_ARGS_JSON: JSON.stringify([join(BUILD, 'lib/dev/example-mcp-server.js')]),
         MCP_SERVER_RUN_DIR: ROOT,
       },
-      args: proxyArgs,
+      args: proxyArgs(),
     });
     children.push(proxy.child);
     // The same proxy with every request sampled (or BENCH_TRACES_SAMPLE_RATIO of them) and its
@@ -539,7 +541,7 @@ async function main(): Promise<RunFigures> {
           : { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: String(SAMPLE_RATIO) }),
         OTEL_SERVICE_NAME: 'bench-proxy',
       },
-      args: proxyArgs,
+      args: proxyArgs(process.env.BENCH_TRACED_NODE_ARGS),
     });
     children.push(traced.child);
     const bare = await startBareForwarder(mcpUrl);

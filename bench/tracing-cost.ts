@@ -11,14 +11,20 @@
  *
  * - `off`: no SDK (the proxy's default; the span API is a branch per call);
  * - `record`: the SDK started, spans recorded, nothing exported (a no-op span processor);
- * - `batch`: spans queued in the batch processor, the exporter dropping every batch;
- * - `export`: the proxy's own tracing set-up (lib/telemetry/sdk.ts), exporting OTLP/protobuf over
- *   HTTP to a collector stand-in in another process (which answers 200);
+ * - `batch`: the SDK's BatchSpanProcessor keeping the span objects until their batch is full, its
+ *   exporter dropping every batch (for comparison: the proxy does not use it);
+ * - `export`: the proxy's own tracing set-up (lib/telemetry/sdk.ts): spans written as OTLP protobuf
+ *   when they end (lib/telemetry/span-pipeline.ts) and sent over HTTP to a collector stand-in in
+ *   another process (which answers 200);
  * - `one-span`: `export` with the request span only, no span for the call to the MCP server: what
  *   a design with one span per call would cost (not what the proxy does).
  *
- * `record − off` is making the spans, `batch − record` keeping them until export, `export − batch`
- * serialising and sending them.
+ * `record − off` is making the spans; `batch − record` what keeping span objects until export
+ * costs; `export − record` what the proxy's pipeline adds to making them: writing, batching and
+ * sending.
+ *
+ * BENCH_TRACING_MODES picks modes (comma-separated, default all), BENCH_TRACING_NODE_ARGS adds Node
+ * flags to every mode's process (after the production flags, so it can override them).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { IncomingMessage } from 'node:http';
@@ -126,12 +132,14 @@ async function main(): Promise<void> {
   const sink = await startSink();
   const self = fileURLToPath(import.meta.url);
   const rounds = Number(process.env.BENCH_RUNS ?? 3);
-  const results = new Map<Mode, number[]>(MODES.map((m) => [m, []]));
+  const modes = (process.env.BENCH_TRACING_MODES?.split(',') as Mode[] | undefined) ?? MODES;
+  const extraArgs = process.env.BENCH_TRACING_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const results = new Map<Mode, number[]>(modes.map((m) => [m, []]));
   try {
     // Modes in turn, several rounds: outside load falls on all of them alike.
     for (let round = 0; round < rounds; round++) {
-      for (const m of MODES) {
-        const child = spawnSync(process.execPath, [...PRODUCTION_NODE_ARGS, '--import', 'tsx', self], {
+      for (const m of modes) {
+        const child = spawnSync(process.execPath, [...PRODUCTION_NODE_ARGS, ...extraArgs, '--import', 'tsx', self], {
           env: { ...process.env, BENCH_TRACING_MODE: m, OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint },
           encoding: 'utf8',
         });
@@ -146,7 +154,7 @@ async function main(): Promise<void> {
   const off = median(results.get('off')!);
   console.log(`\n${RATE} requests/s, ${SECONDS} s per mode, median of ${rounds} rounds; CPU µs per request`);
   console.log('mode     µs/request   added to off   runs');
-  for (const m of MODES) {
+  for (const m of modes) {
     const values = results.get(m)!;
     const value = median(values);
     console.log(

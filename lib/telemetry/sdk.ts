@@ -1,8 +1,10 @@
 import { createRequire } from 'node:module';
 import { trace } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
+import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { NodeSDK, resources } from '@opentelemetry/sdk-node';
+import { EncodingSpanProcessor, spanPipelineSettings, type EncodedBatch } from './span-pipeline.ts';
 import { installTracing } from './tracing-handle.ts';
 import type { TracingSettings } from './tracing-settings.ts';
 
@@ -14,6 +16,9 @@ export const TRACER_NAME = 'mcp-remote-auth-proxy';
  *
  * - Traces only: metrics and logs readers are given empty lists, or the SDK would start OTLP
  *   metric and log exporters of its own from the same endpoint.
+ * - Spans are written as OTLP protobuf when they end and sent in batches by the OTLP/HTTP
+ *   exporter's transport (span-pipeline.ts), not queued as objects in the SDK's batch processor:
+ *   with every request sampled, holding the span objects was the larger part of tracing's cost.
  * - No HTTP auto-instrumentation: the request span and the MCP call span are made by hand (see
  *   spans.ts). instrumentation-http wraps every request and response, parses headers into
  *   attributes (URLs with their query strings among them) and spans every outbound call, the
@@ -27,7 +32,7 @@ export const TRACER_NAME = 'mcp-remote-auth-proxy';
 export function startTracing(settings: Extract<TracingSettings, { enabled: true }>): void {
   const sdk = new NodeSDK({
     serviceName: settings.serviceName,
-    traceExporter: new OTLPTraceExporter(),
+    spanProcessors: [new EncodingSpanProcessor(otlpHttpExporter(), spanPipelineSettings(process.env))],
     metricReaders: [],
     logRecordProcessors: [],
     resourceDetectors: [resources.envDetector, resources.hostDetector],
@@ -58,4 +63,24 @@ export function startTracing(settings: Extract<TracingSettings, { enabled: true 
           .finally(() => clearTimeout(timer));
       }),
   });
+}
+
+/**
+ * The OTLP/HTTP trace exporter's delivery, as `@opentelemetry/exporter-trace-otlp-proto` builds it
+ * (the same option conversion, so the same OTEL_EXPORTER_OTLP_[TRACES_]* variables: endpoint and
+ * `/v1/traces`, headers, timeout, compression; the same retrying HTTP transport and limit of
+ * exports in flight), given batches already encoded by the span pipeline instead of span objects.
+ * The collector's answer (partial success) is read by the exporter's own deserializer.
+ */
+function otlpHttpExporter() {
+  return createOtlpHttpExportDelegate<EncodedBatch, ReturnType<typeof ProtobufTraceSerializer.deserializeResponse>>(
+    convertLegacyHttpOptions({}, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
+    {
+      serializeRequest: (batch) => batch.bytes,
+      deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
+    },
+    'otlp_http_span_exporter',
+    { name: 'span', countItems: (batch) => batch.spans },
+    undefined,
+  );
 }

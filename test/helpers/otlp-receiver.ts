@@ -103,13 +103,14 @@ function describe(spans: ReceivedSpan[]): string {
 
 // ---- protobuf wire format, as much as OTLP traces need ----
 
-interface Field {
+export interface Field {
   number: number;
   /** Varints and fixed64 as bigint, fixed32 as number, length-delimited as bytes. */
   value: bigint | number | Buffer;
 }
 
-function fields(buffer: Buffer): Field[] {
+/** One message's fields in wire order; embedded messages stay bytes, to be read by the caller. */
+export function fields(buffer: Buffer): Field[] {
   const out: Field[] = [];
   let offset = 0;
   const varint = (): bigint => {

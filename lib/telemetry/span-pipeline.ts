@@ -1,0 +1,157 @@
+import { TraceFlags, type Context } from '@opentelemetry/api';
+import { globalErrorHandler } from '@opentelemetry/core';
+import type { IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
+import type { tracing } from '@opentelemetry/sdk-node';
+import {
+  WireWriter,
+  writeExportRequest,
+  writeSpan,
+  type EncodableResource,
+  type EncodableScope,
+  type EncodedScopeSpans,
+} from './otlp-wire.ts';
+
+/** An export: an ExportTraceServiceRequest already encoded, and how many spans it holds. */
+export interface EncodedBatch {
+  readonly bytes: Uint8Array;
+  readonly spans: number;
+}
+
+/** What the pipeline needs of the OTLP exporter's delivery (its export delegate). */
+export type BatchExporter = Pick<IOtlpExportDelegate<EncodedBatch>, 'export' | 'forceFlush' | 'shutdown'>;
+
+export interface SpanPipelineSettings {
+  /** Spans per export at most (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512). */
+  batchSize: number;
+  /** How long an ended span may wait for its batch to fill (OTEL_BSP_SCHEDULE_DELAY, 5000 ms). */
+  delayMs: number;
+}
+
+/** The batch processor's standard variables, with their specified defaults. */
+export function spanPipelineSettings(env: NodeJS.ProcessEnv): SpanPipelineSettings {
+  return {
+    batchSize: positiveInteger(env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512),
+    delayMs: positiveInteger(env.OTEL_BSP_SCHEDULE_DELAY, 5000),
+  };
+}
+
+function positiveInteger(value: string | undefined, fallback: number): number {
+  const number = Number(value?.trim() || NaN);
+  return Number.isSafeInteger(number) && number > 0 ? number : fallback;
+}
+
+interface Pending {
+  resource: EncodableResource;
+  scope: EncodableScope;
+  writer: WireWriter;
+}
+
+/**
+ * The span processor: each sampled span is written as OTLP protobuf the moment it ends, and the
+ * bytes, not the span, wait for the batch to fill or the delay to pass; the batch then goes to the
+ * OTLP/HTTP exporter's own transport (endpoint, headers, timeout, retries and compression from the
+ * standard OTEL_EXPORTER_OTLP_* variables).
+ *
+ * Why not the SDK's BatchSpanProcessor with OTLPTraceExporter, which send the same bytes: that
+ * pair keeps every span object (with its attributes, context, times, status and events) alive
+ * until its batch is exported, 512 spans, about 70 ms at the load `npm run bench` applies. Long
+ * enough for most of them to survive a young-generation collection and be copied, and for many
+ * to be promoted to the old generation, whose collection then costs every request. Measured with
+ * `npm run bench:tracing`, keeping spans that way cost more than making them, and tracing every
+ * request cost the proxy a fifth of its throughput (issue 10). Written at their end, spans die as
+ * young as the request's other garbage; what waits is a few hundred bytes each, in one buffer per
+ * instrumentation scope that is reused from batch to batch.
+ *
+ * What differs from the batch processor: nothing waits in a queue of span objects, so
+ * OTEL_BSP_MAX_QUEUE_SIZE has nothing to bound; a batch is sent the moment it is full, and the
+ * exporter refuses more than its limit of exports in flight (a collector that is down loses spans,
+ * as with the batch processor, and never grows this process's memory past that limit).
+ */
+export class EncodingSpanProcessor implements tracing.SpanProcessor {
+  private readonly pending = new Map<EncodableScope, Pending>();
+  private count = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly scratch = new WireWriter(64 * 1024);
+  private readonly inFlight = new Set<Promise<void>>();
+  private stopped = false;
+
+  constructor(
+    private readonly exporter: BatchExporter,
+    private readonly settings: SpanPipelineSettings,
+  ) {}
+
+  onStart(_span: tracing.Span, _parentContext: Context): void {}
+
+  onEnd(span: tracing.ReadableSpan): void {
+    if (this.stopped || (span.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return;
+    const scope = span.instrumentationScope;
+    let pending = this.pending.get(scope);
+    if (!pending) {
+      pending = { resource: span.resource, scope, writer: new WireWriter() };
+      this.pending.set(scope, pending);
+    }
+    const { writer } = pending;
+    const start = writer.pos;
+    try {
+      // ScopeSpans.spans is field 2.
+      writeSpan(writer, 2, span);
+    } catch (error) {
+      // A span the encoder cannot write is dropped, never the request that made it.
+      writer.pos = start;
+      globalErrorHandler(error as Error);
+      return;
+    }
+    if (++this.count >= this.settings.batchSize) this.send();
+    else this.timer ??= setTimeout(() => this.send(), this.settings.delayMs).unref();
+  }
+
+  forceFlush(): Promise<void> {
+    this.send();
+    return this.settle();
+  }
+
+  async shutdown(): Promise<void> {
+    this.send();
+    this.stopped = true;
+    await this.settle();
+    await this.exporter.shutdown();
+  }
+
+  /** Everything sent so far delivered, or given up on by the exporter. */
+  private async settle(): Promise<void> {
+    await Promise.all(this.inFlight);
+    await this.exporter.forceFlush();
+  }
+
+  /** Frames and hands the pending spans to the exporter. */
+  private send(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.count === 0) return;
+    const spans = this.count;
+    this.count = 0;
+    const groups: EncodedScopeSpans[] = [];
+    for (const { resource, scope, writer } of this.pending.values()) {
+      if (writer.pos > 0) groups.push({ resource, scope, spans: writer.take() });
+    }
+    const delivery = this.deliver(groups, spans);
+    this.inFlight.add(delivery);
+    void delivery.finally(() => this.inFlight.delete(delivery));
+  }
+
+  private async deliver(groups: EncodedScopeSpans[], spans: number): Promise<void> {
+    // Resource detectors may still be settling (the first batch, at start-up): their attributes
+    // belong in the export, so it waits for them.
+    for (const { resource } of groups) {
+      const settling = resource as { asyncAttributesPending?: boolean; waitForAsyncAttributes?: () => Promise<void> };
+      if (settling.asyncAttributesPending) await settling.waitForAsyncAttributes?.();
+    }
+    const bytes = writeExportRequest(this.scratch, groups);
+    await new Promise<void>((resolve) =>
+      this.exporter.export({ bytes, spans }, (result) => {
+        if (result.error) globalErrorHandler(result.error);
+        resolve();
+      }),
+    );
+  }
+}
