@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { SpanKind, SpanStatusCode, ROOT_CONTEXT, trace, TraceFlags, type Attributes } from '@opentelemetry/api';
 import { ExportResultCode } from '@opentelemetry/core';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
@@ -61,15 +62,21 @@ function decodeValue(field: Field, messageType: string | undefined): unknown {
   return field.value === 0n || field.value === 0 ? undefined : String(field.value);
 }
 
+/** Stands in for a request's context (lib/telemetry/request-context.ts keeps one like it). */
+const requestContext = new AsyncLocalStorage<string>();
+
 function capture() {
   const batches: EncodedBatch[] = [];
+  const sentFrom: Array<string | undefined> = [];
   let shutdowns = 0;
   return {
     batches,
+    sentFrom,
     shutdowns: () => shutdowns,
     exporter: {
       export(batch: EncodedBatch, done: (result: { code: ExportResultCode }) => void) {
         batches.push(batch);
+        sentFrom.push(requestContext.getStore());
         done({ code: ExportResultCode.SUCCESS });
       },
       forceFlush: async () => {},
@@ -215,6 +222,16 @@ describe('span pipeline: spans written as OTLP protobuf at their end', () => {
     expect(sink.batches).to.have.length(0);
     await new Promise((resolve) => setTimeout(resolve, 80));
     expect(sink.batches.map((b) => b.spans)).to.deep.equal([1]);
+  });
+
+  it('sends from its own context, never from the request whose span filled the batch or started the delay', async () => {
+    const full = setUp({ batchSize: 1 });
+    requestContext.run('request-1', () => full.provider.getTracer('t').startSpan('fills').end());
+    const timed = setUp({ delayMs: 20 });
+    requestContext.run('request-2', () => timed.provider.getTracer('t').startSpan('waits').end());
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(full.sink.sentFrom).to.deep.equal([undefined]);
+    expect(timed.sink.sentFrom).to.deep.equal([undefined]);
   });
 
   it('sends nothing for spans that are not sampled', async () => {

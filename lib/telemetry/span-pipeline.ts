@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { TraceFlags, type Context } from '@opentelemetry/api';
 import { globalErrorHandler } from '@opentelemetry/core';
 import type { IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
@@ -74,6 +75,13 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
   private readonly scratch = new WireWriter(64 * 1024);
   private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
+  /**
+   * The async context the processor was made in (start-up, outside any request). Batches are sent
+   * and timed from it, not from the request whose span happened to fill one: the exporter's HTTP
+   * request, its keep-alive socket and the delay's timer would otherwise carry that request's
+   * context (its id in log lines, its objects kept alive) for as long as they live.
+   */
+  private readonly detached = AsyncLocalStorage.snapshot();
 
   constructor(
     private readonly exporter: BatchExporter,
@@ -102,7 +110,7 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
       return;
     }
     if (++this.count >= this.settings.batchSize) this.send();
-    else this.timer ??= setTimeout(() => this.send(), this.settings.delayMs).unref();
+    else this.timer ??= this.detached(() => setTimeout(() => this.send(), this.settings.delayMs).unref());
   }
 
   forceFlush(): Promise<void> {
@@ -134,7 +142,7 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
     for (const { resource, scope, writer } of this.pending.values()) {
       if (writer.pos > 0) groups.push({ resource, scope, spans: writer.take() });
     }
-    const delivery = this.deliver(groups, spans);
+    const delivery = this.detached(() => this.deliver(groups, spans));
     this.inFlight.add(delivery);
     void delivery.finally(() => this.inFlight.delete(delivery));
   }
