@@ -1,6 +1,15 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { SpanKind, SpanStatusCode, ROOT_CONTEXT, trace, TraceFlags, type Attributes } from '@opentelemetry/api';
-import { ExportResultCode } from '@opentelemetry/core';
+import {
+  context,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  TraceFlags,
+  type Attributes,
+} from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { ExportResultCode, isTracingSuppressed } from '@opentelemetry/core';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { core, resources, tracing } from '@opentelemetry/sdk-node';
 import { expect } from 'chai';
@@ -68,15 +77,18 @@ const requestContext = new AsyncLocalStorage<string>();
 function capture() {
   const batches: EncodedBatch[] = [];
   const sentFrom: Array<string | undefined> = [];
+  const suppressed: boolean[] = [];
   let shutdowns = 0;
   return {
     batches,
     sentFrom,
+    suppressed,
     shutdowns: () => shutdowns,
     exporter: {
       export(batch: EncodedBatch, done: (result: { code: ExportResultCode }) => void) {
         batches.push(batch);
         sentFrom.push(requestContext.getStore());
+        suppressed.push(isTracingSuppressed(context.active()));
         done({ code: ExportResultCode.SUCCESS });
       },
       forceFlush: async () => {},
@@ -154,6 +166,10 @@ function makeSpans(provider: tracing.BasicTracerProvider): void {
   fromRemote.setAttribute('huge', HUGE);
   fromRemote.setStatus({ code: SpanStatusCode.OK });
   fromRemote.end();
+  // Enums the SDK passes through unchecked, negative: int32 on the wire, ten bytes.
+  const odd = tracer.startSpan('odd', { kind: -2 as SpanKind });
+  odd.setStatus({ code: -1 as SpanStatusCode });
+  odd.end();
   // Times far from now, to the nanosecond: seconds past 2^32, and the last nanosecond of one.
   const timed = tracer.startSpan('timed', { startTime: [5_000_000_000, 999_999_999] });
   timed.end([5_000_000_001, 1]);
@@ -161,12 +177,16 @@ function makeSpans(provider: tracing.BasicTracerProvider): void {
 }
 
 describe('span pipeline: spans written as OTLP protobuf at their end', () => {
+  // The context manager NodeSDK installs in the proxy: without one, no context follows an await.
+  before(() => context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable()));
+  after(() => context.disable());
+
   it('writes what the OTLP exporter’s own serializer writes, field for field', async () => {
     const { sink, memory, provider } = setUp();
     makeSpans(provider);
     await provider.forceFlush();
     expect(sink.batches).to.have.length(1);
-    expect(sink.batches[0]!.spans).to.equal(4);
+    expect(sink.batches[0]!.spans).to.equal(5);
     const ours = Buffer.from(sink.batches[0]!.bytes);
     const reference = Buffer.from(ProtobufTraceSerializer.serializeRequest(memory.getFinishedSpans())!);
     expect(canonical(ours)).to.deep.equal(canonical(reference));
@@ -174,6 +194,7 @@ describe('span pipeline: spans written as OTLP protobuf at their end', () => {
     const spans = decodeExport(ours);
     expect(spans.map((s) => `${s.scope} ${s.name}`)).to.have.members([
       'scope-a mcp tools/call echo',
+      'scope-a odd',
       'scope-a timed',
       'scope-a GET /mcp',
       'scope-b continued',
@@ -200,11 +221,12 @@ describe('span pipeline: spans written as OTLP protobuf at their end', () => {
     });
   });
 
-  it('sends a batch as soon as it holds OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans', () => {
+  it('sends a batch as soon as it holds OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans', async () => {
     const { sink, provider } = setUp({ batchSize: 3 });
     const tracer = provider.getTracer('t');
     for (let i = 0; i < 7; i++) tracer.startSpan(`s${i}`).end();
-    // Synchronously: nothing waits for a timer once a batch is full.
+    // On the next turn, not after the (one minute) delay.
+    await new Promise(setImmediate);
     expect(sink.batches.map((b) => b.spans)).to.deep.equal([3, 3]);
     expect(sink.batches.flatMap((b) => decodeExport(Buffer.from(b.bytes)).map((s) => s.name))).to.deep.equal([
       's0',
@@ -232,6 +254,9 @@ describe('span pipeline: spans written as OTLP protobuf at their end', () => {
     await new Promise((resolve) => setTimeout(resolve, 60));
     expect(full.sink.sentFrom).to.deep.equal([undefined]);
     expect(timed.sink.sentFrom).to.deep.equal([undefined]);
+    // And with tracing suppressed, as the SDK's batch processor exports: an instrumented HTTP
+    // client must not trace the export itself.
+    expect([...full.sink.suppressed, ...timed.sink.suppressed]).to.deep.equal([true, true]);
   });
 
   it('sends nothing for spans that are not sampled', async () => {
@@ -288,12 +313,42 @@ describe('span pipeline: spans written as OTLP protobuf at their end', () => {
     expect(sink.batches[0]!.spans).to.equal(2);
   });
 
+  it('reports an exporter that throws, rejecting nothing', async () => {
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      const pipeline = new EncodingSpanProcessor(
+        {
+          export: () => {
+            throw new Error('export threw');
+          },
+          forceFlush: async () => {},
+          shutdown: async () => {},
+        },
+        { batchSize: 1, delayMs: 60_000 },
+      );
+      const provider = new tracing.BasicTracerProvider({ spanProcessors: [pipeline] });
+      provider.getTracer('t').startSpan('sent').end();
+      await pipeline.forceFlush();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(rejections).to.deep.equal([]);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+  });
+
   it('reads its two standard variables, falling back to their defaults on anything else', () => {
     expect(spanPipelineSettings({})).to.deep.equal({ batchSize: 512, delayMs: 5000 });
     expect(
       spanPipelineSettings({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: ' 64 ', OTEL_BSP_SCHEDULE_DELAY: '250' }),
     ).to.deep.equal({ batchSize: 64, delayMs: 250 });
-    for (const bad of ['0', '-5', '1.5', 'many', '']) {
+    // A delay of 0 sends on the next turn; a batch of 0 spans is no batch.
+    expect(spanPipelineSettings({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '0', OTEL_BSP_SCHEDULE_DELAY: '0' })).to.deep.equal({
+      batchSize: 512,
+      delayMs: 0,
+    });
+    for (const bad of ['-5', '1.5', 'many', '']) {
       expect(spanPipelineSettings({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: bad, OTEL_BSP_SCHEDULE_DELAY: bad })).to.deep.equal(
         { batchSize: 512, delayMs: 5000 },
       );

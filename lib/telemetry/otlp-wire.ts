@@ -52,7 +52,7 @@ export class WireWriter {
   buf: Buffer;
   pos = 0;
 
-  constructor(initialSize = 16 * 1024) {
+  constructor(private readonly initialSize = 16 * 1024) {
     this.buf = Buffer.allocUnsafe(initialSize);
   }
 
@@ -100,7 +100,8 @@ export class WireWriter {
   }
 
   /**
-   * An HrTime ([seconds, nanoseconds]) as fixed64 nanoseconds. The product passes 2^53, so it is
+   * An HrTime ([seconds, nanoseconds]) as fixed64 nanoseconds. A time fixed64 cannot hold (before
+   * 1970, after 2554) throws: the pipeline then drops that span alone. The product passes 2^53, so it is
    * assembled in two 32-bit words from pieces that each stay exact in a double.
    */
   hrTime([seconds, nanos]: HrTime): void {
@@ -194,10 +195,14 @@ export class WireWriter {
     putVarint(this.buf, at, length);
   }
 
-  /** A copy of what was written; the writer is then empty, its buffer kept for the next batch. */
+  /**
+   * A copy of what was written; the writer is then empty, its buffer kept for the next batch unless
+   * a burst of large spans grew it past 1 MiB, which is not kept for good.
+   */
   take(): Buffer {
     const bytes = Buffer.from(this.buf.subarray(0, this.pos));
     this.pos = 0;
+    if (this.buf.length > 1024 * 1024) this.buf = Buffer.allocUnsafe(this.initialSize);
     return bytes;
   }
 }
@@ -294,8 +299,10 @@ export function writeSpan(w: WireWriter, field: number, span: EncodableSpan): vo
   }
   w.tag(5, BYTES);
   w.string(span.name);
+  // Enums are int32 on the wire: a negative one (the SDK passes through whatever a caller gave) is
+  // ten bytes of two's complement, as int64, never a varint cut short that spoils the whole batch.
   w.tag(6, VARINT);
-  w.varint(span.kind + 1);
+  w.int64(span.kind + 1);
   w.tag(7, FIXED64);
   w.hrTime(span.startTime);
   w.tag(8, FIXED64);
@@ -354,7 +361,7 @@ export function writeSpan(w: WireWriter, field: number, span: EncodableSpan): vo
   }
   if (span.status.code) {
     w.tag(3, VARINT);
-    w.varint(span.status.code);
+    w.int64(span.status.code);
   }
   w.close(status);
   w.tag(16, FIXED32);

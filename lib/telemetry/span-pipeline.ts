@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { TraceFlags, type Context } from '@opentelemetry/api';
-import { globalErrorHandler } from '@opentelemetry/core';
+import { context, ROOT_CONTEXT, TraceFlags, type Context } from '@opentelemetry/api';
+import { globalErrorHandler, suppressTracing } from '@opentelemetry/core';
 import type { IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
 import type { tracing } from '@opentelemetry/sdk-node';
 import {
@@ -18,6 +18,8 @@ export interface EncodedBatch {
   readonly spans: number;
 }
 
+const SUPPRESSED = suppressTracing(ROOT_CONTEXT);
+
 /** What the pipeline needs of the OTLP exporter's delivery (its export delegate). */
 export type BatchExporter = Pick<IOtlpExportDelegate<EncodedBatch>, 'export' | 'forceFlush' | 'shutdown'>;
 
@@ -31,14 +33,14 @@ export interface SpanPipelineSettings {
 /** The batch processor's standard variables, with their specified defaults. */
 export function spanPipelineSettings(env: NodeJS.ProcessEnv): SpanPipelineSettings {
   return {
-    batchSize: positiveInteger(env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512),
-    delayMs: positiveInteger(env.OTEL_BSP_SCHEDULE_DELAY, 5000),
+    batchSize: integer(env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 1, 512),
+    delayMs: integer(env.OTEL_BSP_SCHEDULE_DELAY, 0, 5000),
   };
 }
 
-function positiveInteger(value: string | undefined, fallback: number): number {
+function integer(value: string | undefined, least: number, fallback: number): number {
   const number = Number(value?.trim() || NaN);
-  return Number.isSafeInteger(number) && number > 0 ? number : fallback;
+  return Number.isSafeInteger(number) && number >= least ? number : fallback;
 }
 
 interface Pending {
@@ -142,24 +144,33 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
     for (const { resource, scope, writer } of this.pending.values()) {
       if (writer.pos > 0) groups.push({ resource, scope, spans: writer.take() });
     }
-    const delivery = this.detached(() => this.deliver(groups, spans));
+    // Tracing suppressed, as the SDK's batch processor does: an instrumented HTTP client (should one
+    // be added) must not trace the export's own request, whose span would be exported in turn.
+    const delivery = this.detached(() => context.with(SUPPRESSED, () => this.deliver(groups, spans)));
     this.inFlight.add(delivery);
     void delivery.finally(() => this.inFlight.delete(delivery));
   }
 
+  /** Never rejects: what goes wrong goes to the SDK's error handler, as the batch processor's does. */
   private async deliver(groups: EncodedScopeSpans[], spans: number): Promise<void> {
-    // Resource detectors may still be settling (the first batch, at start-up): their attributes
-    // belong in the export, so it waits for them.
-    for (const { resource } of groups) {
-      const settling = resource as { asyncAttributesPending?: boolean; waitForAsyncAttributes?: () => Promise<void> };
-      if (settling.asyncAttributesPending) await settling.waitForAsyncAttributes?.();
+    try {
+      // Framed on a later turn, not inside the `end()` of the request whose span filled the batch.
+      await new Promise(setImmediate);
+      // Resource detectors may still be settling (the first batch, at start-up): their attributes
+      // belong in the export, so it waits for them.
+      for (const { resource } of groups) {
+        const settling = resource as { asyncAttributesPending?: boolean; waitForAsyncAttributes?: () => Promise<void> };
+        if (settling.asyncAttributesPending) await settling.waitForAsyncAttributes?.();
+      }
+      const bytes = writeExportRequest(this.scratch, groups);
+      await new Promise<void>((resolve) =>
+        this.exporter.export({ bytes, spans }, (result) => {
+          if (result.error) globalErrorHandler(result.error);
+          resolve();
+        }),
+      );
+    } catch (error) {
+      globalErrorHandler(error as Error);
     }
-    const bytes = writeExportRequest(this.scratch, groups);
-    await new Promise<void>((resolve) =>
-      this.exporter.export({ bytes, spans }, (result) => {
-        if (result.error) globalErrorHandler(result.error);
-        resolve();
-      }),
-    );
   }
 }

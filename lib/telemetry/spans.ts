@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import { context, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import { boundedName, safeAttributes, scrubPath } from './scrub.ts';
 import { tracingHandle } from './tracing-handle.ts';
 
@@ -30,11 +30,13 @@ export function startRequestSpan(req: IncomingMessage, requestId: string): Span 
   const method = req.method ?? 'GET';
   // Not through safeAttributes: the keys are these, Node's parser admits only a token as the
   // method, and the request id is ours or passed requestIdOf's check. Every request pays here.
-  return tracer.startSpan(method, {
-    kind: SpanKind.SERVER,
-    root: true,
-    attributes: { 'http.request.method': method, 'request.id': requestId },
-  });
+  // ROOT_CONTEXT as the parent rather than `root: true`, which copies the active context to take
+  // the span out of it: the same new trace, one context less per request.
+  return tracer.startSpan(
+    method,
+    { kind: SpanKind.SERVER, attributes: { 'http.request.method': method, 'request.id': requestId } },
+    ROOT_CONTEXT,
+  );
 }
 
 /**
@@ -115,8 +117,11 @@ export function endMcpCallSpan(span: Span | undefined, outcome: string, status?:
 export function injectTraceparent(headers: string[], span: Span | undefined): void {
   if (!span) return;
   for (let i = headers.length - 2; i >= 0; i -= 2) {
-    const name = headers[i]!.toLowerCase();
-    if (name === 'traceparent' || name === 'tracestate') headers.splice(i, 2);
+    const name = headers[i]!;
+    // Length first: only names of 11 and 10 characters can be either, and every request pays here.
+    if (name.length !== 11 && name.length !== 10) continue;
+    const lower = name.toLowerCase();
+    if (lower === 'traceparent' || lower === 'tracestate') headers.splice(i, 2);
   }
   const { traceId, spanId, traceFlags } = span.spanContext();
   headers.push('traceparent', `00-${traceId}-${spanId}-${traceFlags.toString(16).padStart(2, '0')}`);
