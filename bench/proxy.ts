@@ -32,6 +32,8 @@
  * proxies measured beside the first in the same slices, under the same outside load: proxy-b,
  * proxy-c… with those extra flags, and that entry point (default: the same build; for another
  * version of the code, a build of it inside this project, so that it finds node_modules).
+ * BENCH_B_TRACED=1 traces those proxies as `traced` is (with their own build's preload), and
+ * compares them with `traced`: A/B for the cost of tracing.
  *
  * BENCH_LEAN=1 adds a target, `lean` (bench/lean-forwarder.ts): the bare forwarder plus the
  * per-request work of a warm tool call done the plainest way, a lower bound for what the proxy
@@ -52,7 +54,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { ephemeralJwks } from '../lib/auth-server/keys.ts';
@@ -67,6 +69,7 @@ const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
 const LEVELS = (process.env.BENCH_CONNECTIONS ?? '1,10,50').split(',').map(Number);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SAMPLE_RATIO = sampleRatio(process.env.BENCH_TRACES_SAMPLE_RATIO);
+const TRACED_VARIANTS = process.env.BENCH_B_TRACED === '1';
 
 function sampleRatio(value: string | undefined): number {
   if (value === undefined || value === '') return 1;
@@ -533,14 +536,15 @@ async function main(): Promise<RunFigures> {
     children.push(proxy.child);
     // The same proxy with every request sampled (or BENCH_TRACES_SAMPLE_RATIO of them) and its
     // spans exported to the sink.
+    const tracedEnv = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint,
+      ...(SAMPLE_RATIO === 1
+        ? { OTEL_TRACES_SAMPLER: 'always_on' }
+        : { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: String(SAMPLE_RATIO) }),
+      OTEL_SERVICE_NAME: 'bench-proxy',
+    };
     const traced = await startDeployment('traced', shared, {
-      env: {
-        OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint,
-        ...(SAMPLE_RATIO === 1
-          ? { OTEL_TRACES_SAMPLER: 'always_on' }
-          : { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: String(SAMPLE_RATIO) }),
-        OTEL_SERVICE_NAME: 'bench-proxy',
-      },
+      env: tracedEnv,
       args: proxyArgs(process.env.BENCH_TRACED_NODE_ARGS),
     });
     children.push(traced.child);
@@ -566,9 +570,14 @@ async function main(): Promise<RunFigures> {
     const variantArgs = process.env.BENCH_B_NODE_ARGS?.split(',') ?? [];
     const variantEntries = process.env.BENCH_B_ENTRY?.split(',') ?? [];
     for (let v = 0; v < Math.max(variantArgs.length, variantEntries.length); v++) {
+      const entry = variantEntries[v] || undefined;
+      // BENCH_B_TRACED=1: each variant traced like `traced` (its own build's preload), and
+      // compared with it rather than with the untraced proxy.
+      const preload = join(entry ? dirname(entry) : join(BUILD, 'lib'), 'telemetry/tracing.js');
       const variant = await startDeployment(`proxy-${String.fromCharCode(98 + v)}`, shared, {
-        args: [...PRODUCTION_NODE_ARGS, ...nodeArgs(variantArgs[v])],
-        entry: variantEntries[v] || undefined,
+        args: [...PRODUCTION_NODE_ARGS, ...nodeArgs(variantArgs[v]), ...(TRACED_VARIANTS ? ['--import', preload] : [])],
+        entry,
+        ...(TRACED_VARIANTS ? { env: tracedEnv } : {}),
       });
       children.push(variant.child);
       targets.push(variant.target);
@@ -668,7 +677,10 @@ async function main(): Promise<RunFigures> {
         tracedCpuRatio: cpuRatio(viaTraced, viaProxy!),
       });
       for (const variant of targets.filter((t) => t.name.startsWith('proxy-'))) {
-        comparisons.push(against(connections, variant.name, byName(results, variant.name)!, viaProxy!, 'proxy'));
+        const base = TRACED_VARIANTS ? 'traced' : 'proxy';
+        comparisons.push(
+          against(connections, variant.name, byName(results, variant.name)!, byName(results, base)!, base),
+        );
         if (variant.name !== 'proxy-b') {
           const b = byName(results, 'proxy-b')!;
           comparisons.push(against(connections, variant.name, byName(results, variant.name)!, b, 'proxy-b'));
