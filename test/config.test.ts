@@ -182,6 +182,8 @@ describe('configuration', () => {
         OTEL_SDK_DISABLED: 'maybe',
         OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
         OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '0',
+        OTEL_BSP_SCHEDULE_DELAY: 'soon',
         MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS: '30000',
         MCP_AUTH_PROXY_VERIFY_RELEASE: 'yes',
       };
@@ -217,6 +219,8 @@ describe('configuration', () => {
         'OTEL_SDK_DISABLED',
         'OTEL_EXPORTER_OTLP_PROTOCOL',
         'OTEL_EXPORTER_OTLP_HEADERS',
+        'OTEL_BSP_MAX_EXPORT_BATCH_SIZE',
+        'OTEL_BSP_SCHEDULE_DELAY',
         'MCP_AUTH_PROXY_SHUTDOWN_TIMEOUT_MS',
         'MCP_AUTH_PROXY_VERIFY_RELEASE',
       ];

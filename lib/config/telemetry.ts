@@ -1,6 +1,6 @@
 import { DEFAULT_SERVICE_NAME, tracingSettings } from '../telemetry/tracing-settings.ts';
 import { Collector, type Checked, type Source } from './collector.ts';
-import { parseHttpUrl } from './parse.ts';
+import { parseHttpUrl, readInteger } from './parse.ts';
 import type { TelemetryConfig } from './types.ts';
 
 const SUPPORTED_PROTOCOL = 'http/protobuf';
@@ -18,6 +18,7 @@ export function checkTelemetry(source: Source): Checked<TelemetryConfig> {
   checkProtocol(c);
   const headers = readHeaders(c);
   const serviceName = c.read('OTEL_SERVICE_NAME') ?? DEFAULT_SERVICE_NAME;
+  checkBatching(c);
   return c.done({
     // Whether tracing runs is the preload's decision (it starts before configuration loads): one
     // rule, so what the configuration reports cannot drift from what the process does.
@@ -91,4 +92,14 @@ function readHeaders(c: Collector): Readonly<Record<string, string>> {
     }
   });
   return headers;
+}
+
+/**
+ * The two batch variables the span pipeline reads (lib/telemetry/span-pipeline.ts, which falls
+ * back to their defaults on its own: it runs before configuration loads). Checked here so that a
+ * typo stops the start with the other problems instead of batching by the default unnoticed.
+ */
+function checkBatching(c: Collector): void {
+  readInteger(c, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', { min: 1, fallback: 512, unit: 'spans per export' });
+  readInteger(c, 'OTEL_BSP_SCHEDULE_DELAY', { min: 0, fallback: 5000, unit: 'milliseconds' });
 }

@@ -327,6 +327,20 @@ export const VARIABLES: readonly VariableDoc[] = [
     meaning: 'Service name on traces; on Heroku, the app name is a good choice.',
     example: 'my-mcp-app',
   },
+  {
+    name: 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE',
+    production: 'no',
+    development: '`512`',
+    meaning: 'Spans per export at most; a full batch is sent at once. At least 1.',
+    example: '512',
+  },
+  {
+    name: 'OTEL_BSP_SCHEDULE_DELAY',
+    production: 'no',
+    development: '`5000`',
+    meaning: 'Milliseconds an ended span may wait for its batch to fill before the batch is sent anyway. At least 0.',
+    example: '5000',
+  },
 ];
 
 const BY_NAME = new Map(VARIABLES.map((variable) => [variable.name, variable]));
