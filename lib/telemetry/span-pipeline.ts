@@ -66,7 +66,7 @@ interface Pending {
  * instrumentation scope that is reused from batch to batch.
  *
  * What differs from the batch processor: nothing waits in a queue of span objects, so
- * OTEL_BSP_MAX_QUEUE_SIZE has nothing to bound; a batch is sent the moment it is full, and the
+ * OTEL_BSP_MAX_QUEUE_SIZE has nothing to bound; a batch is sent as soon as it is full, and the
  * exporter refuses more than its limit of exports in flight (a collector that is down loses spans,
  * as with the batch processor, and never grows this process's memory past that limit).
  */
