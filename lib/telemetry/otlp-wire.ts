@@ -75,6 +75,20 @@ export class WireWriter {
     this.varint((field << 3) | wireType);
   }
 
+  /** A string field, left out when empty: proto3's default, which a reader assumes. */
+  optionalString(field: number, value: string | undefined): void {
+    if (!value) return;
+    this.tag(field, BYTES);
+    this.string(value);
+  }
+
+  /** A count field, left out when zero, for the same reason. */
+  optionalCount(field: number, value: number | undefined): void {
+    if (!value) return;
+    this.tag(field, VARINT);
+    this.varint(value);
+  }
+
   /** int64 (AnyValue.int_value): a negative value is its 64-bit two's complement, ten bytes. */
   int64(value: number): void {
     if (value >= 0) return this.varint(value);
@@ -287,11 +301,7 @@ export function writeSpan(w: WireWriter, field: number, span: EncodableSpan): vo
   w.hexId(context.traceId, 16);
   w.tag(2, BYTES);
   w.hexId(context.spanId, 8);
-  const traceState = context.traceState?.serialize();
-  if (traceState) {
-    w.tag(3, BYTES);
-    w.string(traceState);
-  }
+  w.optionalString(3, context.traceState?.serialize());
   const parent = span.parentSpanContext;
   if (parent?.spanId) {
     w.tag(4, BYTES);
@@ -308,10 +318,7 @@ export function writeSpan(w: WireWriter, field: number, span: EncodableSpan): vo
   w.tag(8, FIXED64);
   w.hrTime(span.endTime);
   writeAttributes(w, 9, span.attributes);
-  if (span.droppedAttributesCount) {
-    w.tag(10, VARINT);
-    w.varint(span.droppedAttributesCount);
-  }
+  w.optionalCount(10, span.droppedAttributesCount);
   for (const event of span.events) {
     const e = w.open(11);
     w.tag(1, FIXED64);
@@ -319,46 +326,27 @@ export function writeSpan(w: WireWriter, field: number, span: EncodableSpan): vo
     w.tag(2, BYTES);
     w.string(event.name);
     if (event.attributes) writeAttributes(w, 3, event.attributes);
-    if (event.droppedAttributesCount) {
-      w.tag(4, VARINT);
-      w.varint(event.droppedAttributesCount);
-    }
+    w.optionalCount(4, event.droppedAttributesCount);
     w.close(e);
   }
-  if (span.droppedEventsCount) {
-    w.tag(12, VARINT);
-    w.varint(span.droppedEventsCount);
-  }
+  w.optionalCount(12, span.droppedEventsCount);
   for (const link of span.links) {
     const l = w.open(13);
     w.tag(1, BYTES);
     w.hexId(link.context.traceId, 16);
     w.tag(2, BYTES);
     w.hexId(link.context.spanId, 8);
-    const linkState = link.context.traceState?.serialize();
-    if (linkState) {
-      w.tag(3, BYTES);
-      w.string(linkState);
-    }
+    w.optionalString(3, link.context.traceState?.serialize());
     if (link.attributes) writeAttributes(w, 4, link.attributes);
-    if (link.droppedAttributesCount) {
-      w.tag(5, VARINT);
-      w.varint(link.droppedAttributesCount);
-    }
+    w.optionalCount(5, link.droppedAttributesCount);
     w.tag(6, FIXED32);
     w.fixed32(spanFlags(link.context, link.context.traceFlags));
     w.close(l);
   }
-  if (span.droppedLinksCount) {
-    w.tag(14, VARINT);
-    w.varint(span.droppedLinksCount);
-  }
+  w.optionalCount(14, span.droppedLinksCount);
   // Status { message = 2; code = 3 }: the API's codes are the proto's (unset 0, ok 1, error 2).
   const status = w.open(15);
-  if (span.status.message) {
-    w.tag(2, BYTES);
-    w.string(span.status.message);
-  }
+  w.optionalString(2, span.status.message);
   if (span.status.code) {
     w.tag(3, VARINT);
     w.int64(span.status.code);
@@ -408,24 +396,15 @@ export function writeExportRequest(w: WireWriter, groups: readonly EncodedScopeS
       const s = w.open(1);
       w.tag(1, BYTES);
       w.string(scope.name);
-      if (scope.version) {
-        w.tag(2, BYTES);
-        w.string(scope.version);
-      }
+      w.optionalString(2, scope.version);
       w.close(s);
       w.ensure(spans.length);
       spans.copy(w.buf, w.pos);
       w.pos += spans.length;
-      if (scope.schemaUrl) {
-        w.tag(3, BYTES);
-        w.string(scope.schemaUrl);
-      }
+      w.optionalString(3, scope.schemaUrl);
       w.close(scopeSpans);
     }
-    if (resource.schemaUrl) {
-      w.tag(3, BYTES);
-      w.string(resource.schemaUrl);
-    }
+    w.optionalString(3, resource.schemaUrl);
     w.close(resourceSpans);
   }
   return w.take();
