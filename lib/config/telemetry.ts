@@ -1,4 +1,4 @@
-import { DEFAULT_SERVICE_NAME, tracingSettings } from '../telemetry/tracing-settings.ts';
+import { BATCH_VARIABLES, DEFAULT_SERVICE_NAME, tracingSettings } from '../telemetry/tracing-settings.ts';
 import { Collector, type Checked, type Source } from './collector.ts';
 import { parseHttpUrl, readInteger } from './parse.ts';
 import type { TelemetryConfig } from './types.ts';
@@ -95,11 +95,10 @@ function readHeaders(c: Collector): Readonly<Record<string, string>> {
 }
 
 /**
- * The two batch variables the span pipeline reads (lib/telemetry/span-pipeline.ts, which falls
- * back to their defaults on its own: it runs before configuration loads). Checked here so that a
- * typo stops the start with the other problems instead of batching by the default unnoticed.
+ * The batch variables the span pipeline reads (lib/telemetry/span-pipeline.ts, which falls back to
+ * their defaults on its own: it runs before configuration loads). Checked here so that a typo
+ * stops the start with the other problems instead of batching by the default unnoticed.
  */
 function checkBatching(c: Collector): void {
-  readInteger(c, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', { min: 1, fallback: 512, unit: 'spans per export' });
-  readInteger(c, 'OTEL_BSP_SCHEDULE_DELAY', { min: 0, fallback: 5000, unit: 'milliseconds' });
+  for (const variable of Object.values(BATCH_VARIABLES)) readInteger(c, variable.name, variable);
 }

@@ -11,6 +11,8 @@ import {
   type EncodableScope,
   type EncodedScopeSpans,
 } from './otlp-wire.ts';
+import { BATCH_VARIABLES } from './tracing-settings.ts';
+import { parseInteger } from '../config/parse.ts';
 
 /** An export: an ExportTraceServiceRequest already encoded, and how many spans it holds. */
 export interface EncodedBatch {
@@ -23,24 +25,19 @@ const SUPPRESSED = suppressTracing(ROOT_CONTEXT);
 /** What the pipeline needs of the OTLP exporter's delivery (its export delegate). */
 export type BatchExporter = Pick<IOtlpExportDelegate<EncodedBatch>, 'export' | 'forceFlush' | 'shutdown'>;
 
-export interface SpanPipelineSettings {
-  /** Spans per export at most (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512). */
-  batchSize: number;
-  /** How long an ended span may wait for its batch to fill (OTEL_BSP_SCHEDULE_DELAY, 5000 ms). */
-  delayMs: number;
-}
+export type SpanPipelineSettings = { -readonly [K in keyof typeof BATCH_VARIABLES]: number };
 
-/** The batch processor's standard variables, with their specified defaults. */
+/**
+ * The batch variables (`batchSize`: OTEL_BSP_MAX_EXPORT_BATCH_SIZE, `delayMs`:
+ * OTEL_BSP_SCHEDULE_DELAY), read as the configuration reads them; their default where a value is
+ * not one the configuration would accept (it then refuses to start, reporting it).
+ */
 export function spanPipelineSettings(env: NodeJS.ProcessEnv): SpanPipelineSettings {
-  return {
-    batchSize: integer(env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 1, 512),
-    delayMs: integer(env.OTEL_BSP_SCHEDULE_DELAY, 0, 5000),
+  const read = ({ name, min, fallback }: (typeof BATCH_VARIABLES)[keyof typeof BATCH_VARIABLES]) => {
+    const value = parseInteger(env[name]?.trim() ?? '');
+    return value !== undefined && value >= min ? value : fallback;
   };
-}
-
-function integer(value: string | undefined, least: number, fallback: number): number {
-  const number = Number(value?.trim() || NaN);
-  return Number.isSafeInteger(number) && number >= least ? number : fallback;
+  return { batchSize: read(BATCH_VARIABLES.batchSize), delayMs: read(BATCH_VARIABLES.delayMs) };
 }
 
 interface Pending {

@@ -1,6 +1,16 @@
 /** The default `service.name`, the one the Heroku MCP auth proxy reports under. */
 export const DEFAULT_SERVICE_NAME = 'unnamed_mcp_remote_auth_proxy';
 
+/**
+ * The batch variables the span pipeline reads (span-pipeline.ts), each with its least value and the
+ * default the OpenTelemetry specification gives it: declared once for the pipeline, which reads
+ * them before configuration loads, and for the configuration, which refuses a bad value.
+ */
+export const BATCH_VARIABLES = {
+  batchSize: { name: 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', min: 1, fallback: 512, unit: 'spans per export' },
+  delayMs: { name: 'OTEL_BSP_SCHEDULE_DELAY', min: 0, fallback: 5000, unit: 'milliseconds' },
+} as const;
+
 export type TracingSettings = { enabled: true; serviceName: string | undefined } | { enabled: false; warning?: string };
 
 /**
