@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { expect } from 'chai';
 import { DEFAULT_SERVICE_NAME, tracingSettings } from '../lib/telemetry/tracing-settings.ts';
-import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './helpers/otlp-receiver.ts';
+import { decodeExport, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './helpers/otlp-receiver.ts';
 
 /**
  * Tracing as an operator gets it: a real process started with the preload and the standard
@@ -161,6 +161,23 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
     expect(exported.includes(prefix), 'a Redis key was exported').to.equal(false);
     expect(exported.includes(apiKey), 'the exporter header was exported').to.equal(false);
     expect(run.lines.filter((line) => line.includes(secret) || line.includes(sealed))).to.deep.equal([]);
+  });
+
+  it('tells the operator when the collector refuses the spans, in its status, never its words', async () => {
+    // A collector that refuses the API key and echoes it back in its answer.
+    receiver.answer(401, `unknown API key ${apiKey}`);
+    const run = await oneRequest({
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_EXPORTER_OTLP_HEADERS: `x-honeycomb-team=${apiKey}`,
+    });
+    // The spans went out at shutdown, and were refused: the line is written before the exit.
+    expect(receiver.exports).to.have.length(1);
+    const spans = decodeExport(receiver.exports[0]!.body).length;
+    const failed = run.lines.filter((line) => line.includes('msg="trace export failed: spans dropped"'));
+    expect(failed).to.have.length(1);
+    expect(failed[0]).to.match(/^level=warn /);
+    expect(failed[0]).to.include(`spans=${spans}`).and.include('status=401').and.include('error=Unauthorized');
+    expect(run.lines.filter((line) => line.includes(apiKey))).to.deep.equal([]);
   });
 
   it('OTEL_SERVICE_NAME names the service', async () => {

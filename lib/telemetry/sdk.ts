@@ -4,6 +4,7 @@ import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { NodeSDK, resources } from '@opentelemetry/sdk-node';
+import { ExportFailures, type WriteLine } from './export-failures.ts';
 import { EncodingSpanProcessor, spanPipelineSettings, type EncodedBatch } from './span-pipeline.ts';
 import { installTracing } from './tracing-handle.ts';
 import type { TracingSettings } from './tracing-settings.ts';
@@ -28,11 +29,19 @@ export const TRACER_NAME = 'mcp-remote-auth-proxy';
  *   subscriber's and health checks' commands would otherwise be traces of their own.
  * - Resource: service name, the host (the dyno) and OTEL_RESOURCE_ATTRIBUTES. Not the process
  *   detector: it exports the command line, which is the operator's, not ours to publish.
+ * - A failed export is logged (export-failures.ts): the SDK tells only its diagnostic logger,
+ *   silent unless OTEL_LOG_LEVEL is set, and spans would stop arriving with nothing saying why.
  */
 export function startTracing(settings: Extract<TracingSettings, { enabled: true }>): void {
   const sdk = new NodeSDK({
     serviceName: settings.serviceName,
-    spanProcessors: [new EncodingSpanProcessor(otlpHttpExporter(), spanPipelineSettings(process.env))],
+    spanProcessors: [
+      new EncodingSpanProcessor(
+        otlpHttpExporter(),
+        spanPipelineSettings(process.env),
+        new ExportFailures(writeLogLine),
+      ),
+    ],
     metricReaders: [],
     logRecordProcessors: [],
     resourceDetectors: [resources.envDetector, resources.hostDetector],
@@ -64,6 +73,19 @@ export function startTracing(settings: Extract<TracingSettings, { enabled: true 
       }),
   });
 }
+
+/**
+ * The logger, loaded when the first line is written, not with this module: log.ts loads spans.ts,
+ * which decides once, as it loads, whether tracing is on. Loaded here, in the preload, it would
+ * decide before `installTracing` ran, and the application would never make a span. A failed export
+ * comes after the application has made spans, so after it has loaded both. Never rejects: a line
+ * that cannot be written has nowhere else to go.
+ */
+const writeLogLine: WriteLine = (level, msg, fields) =>
+  import('./log.ts').then(
+    ({ write }) => write(level, msg, fields),
+    () => {},
+  );
 
 /**
  * The OTLP/HTTP trace exporter's delivery, as `@opentelemetry/exporter-trace-otlp-proto` builds it

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { context, ROOT_CONTEXT, TraceFlags, type Context } from '@opentelemetry/api';
-import { globalErrorHandler, suppressTracing } from '@opentelemetry/core';
+import { ExportResultCode, globalErrorHandler, suppressTracing } from '@opentelemetry/core';
 import type { IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
 import type { tracing } from '@opentelemetry/sdk-node';
 import {
@@ -26,6 +26,16 @@ const SUPPRESSED = suppressTracing(ROOT_CONTEXT);
 export type BatchExporter = Pick<IOtlpExportDelegate<EncodedBatch>, 'export' | 'forceFlush' | 'shutdown'>;
 
 export type SpanPipelineSettings = { -readonly [K in keyof typeof BATCH_VARIABLES]: number };
+
+/**
+ * Told the outcome of every export (export-failures.ts turns failures into log lines). A promise
+ * either returns is waited for, so that shutdown waits for the last report.
+ */
+export interface ExportOutcomes {
+  exported(spans: number, error: unknown): unknown;
+  /** At shutdown, after the last export: anything not yet reported is reported now. */
+  summarize(): unknown;
+}
 
 /**
  * The batch variables (`batchSize`: OTEL_BSP_MAX_EXPORT_BATCH_SIZE, `delayMs`:
@@ -85,6 +95,7 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
   constructor(
     private readonly exporter: BatchExporter,
     private readonly settings: SpanPipelineSettings,
+    private readonly outcomes?: ExportOutcomes,
   ) {}
 
   onStart(_span: tracing.Span, _parentContext: Context): void {}
@@ -121,6 +132,7 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
     this.send();
     this.stopped = true;
     await this.settle();
+    await this.outcomes?.summarize();
     await this.exporter.shutdown();
   }
 
@@ -148,8 +160,12 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
     void delivery.finally(() => this.inFlight.delete(delivery));
   }
 
-  /** Never rejects: what goes wrong goes to the SDK's error handler, as the batch processor's does. */
+  /**
+   * Never rejects: what goes wrong goes to the SDK's error handler, as the batch processor's does
+   * (its diagnostic logger, silent unless OTEL_LOG_LEVEL is set), and to `outcomes`.
+   */
   private async deliver(groups: EncodedScopeSpans[], spans: number): Promise<void> {
+    let failure: unknown;
     try {
       // Framed on a later turn, not inside the `end()` of the request whose span filled the batch.
       await new Promise(setImmediate);
@@ -162,10 +178,16 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
       const bytes = writeExportRequest(this.scratch, groups);
       await new Promise<void>((resolve) =>
         this.exporter.export({ bytes, spans }, (result) => {
-          if (result.error) globalErrorHandler(result.error);
+          if (result.code !== ExportResultCode.SUCCESS) failure = result.error ?? new Error('export failed');
           resolve();
         }),
       );
+    } catch (error) {
+      failure = error;
+    }
+    if (failure !== undefined) globalErrorHandler(failure as Error);
+    try {
+      await this.outcomes?.exported(spans, failure);
     } catch (error) {
       globalErrorHandler(error as Error);
     }

@@ -41,12 +41,15 @@ export interface OtlpReceiver {
   waitFor(predicate: (spans: ReceivedSpan[]) => boolean, timeoutMs?: number): Promise<ReceivedSpan[]>;
   /** Every received byte, as latin1 text: a secret sent in any field is a substring of it. */
   rawText(): string;
+  /** From now on, answers every export with `status` and `body` (a collector refusing them). */
+  answer(status: number, body: string): void;
   close(): Promise<void>;
 }
 
 export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const exports: ReceivedExport[] = [];
   const waiters = new Set<() => void>();
+  let reply = { status: 200, body: '' };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -54,8 +57,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       let body = Buffer.concat(chunks);
       if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
       exports.push({ path: req.url ?? '', headers: req.headers, body });
-      // An empty ExportTraceServiceResponse: zero bytes of protobuf.
-      res.writeHead(200, { 'Content-Type': 'application/x-protobuf' }).end();
+      // An empty ExportTraceServiceResponse (zero bytes of protobuf), unless told otherwise.
+      res.writeHead(reply.status, { 'Content-Type': 'application/x-protobuf' }).end(reply.body);
       for (const wake of waiters) wake();
     });
   });
@@ -69,6 +72,9 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     exports,
     spans,
     rawText: () => exports.map((e) => e.body.toString('latin1')).join('\n'),
+    answer: (status, body) => {
+      reply = { status, body };
+    },
     waitFor(predicate, timeoutMs = 10_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
