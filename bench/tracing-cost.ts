@@ -29,6 +29,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { IncomingMessage } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { RequestContext, runInRequest } from '../lib/telemetry/request-context.ts';
 import { PRODUCTION_NODE_ARGS } from './production.ts';
 import { median } from './summary.ts';
 
@@ -68,12 +69,14 @@ async function startMode(mode: Mode): Promise<void> {
   const { trace } = await import('@opentelemetry/api');
   const { installTracing } = await import('../lib/telemetry/tracing-handle.ts');
   const { TRACER_NAME } = await import('../lib/telemetry/sdk.ts');
+  const { RequestContextManager } = await import('../lib/telemetry/context-manager.ts');
   const dropping = {
     export: (_spans: unknown, done: (result: { code: 0 }) => void) => done({ code: 0 }),
     shutdown: async () => {},
   };
   const processor = mode === 'record' ? new tracing.NoopSpanProcessor() : new tracing.BatchSpanProcessor(dropping);
   const sdk = new NodeSDK({
+    contextManager: new RequestContextManager(),
     spanProcessors: [processor],
     metricReaders: [],
     logRecordProcessors: [],
@@ -94,8 +97,9 @@ async function runMode(mode: Mode): Promise<void> {
   } as unknown as IncomingMessage;
   let sink = 0;
   const request = (n: number) => {
-    const span = spans.startRequestSpan(req, `bench-request-${n}`);
-    spans.runInSpan(span, () => {
+    const context = new RequestContext(`bench-request-${n}`);
+    const span = (context.span = spans.startRequestSpan(req, context.requestId));
+    runInRequest(context, () => {
       const call = mode === 'one-span' ? undefined : spans.startMcpCallSpan(req);
       const headers = ['Host', 'mcp.example', 'Authorization', 'Bearer x'];
       spans.injectTraceparent(headers, call);

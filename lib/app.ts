@@ -16,7 +16,8 @@ import { limitByAddress } from './rate-limit/ip.ts';
 import { createMcpProxy, type McpProxy, type McpServerReadiness } from './proxy/index.ts';
 import type { Store } from './store/types.ts';
 import type { Logger } from './telemetry/log.ts';
-import { beginRequest, requestTelemetry, runRequest } from './telemetry/request-log.ts';
+import { runInRequest } from './telemetry/request-context.ts';
+import { beginRequest, requestTelemetry } from './telemetry/request-log.ts';
 import type { Vault } from './vault/index.ts';
 import { grantSecretContext } from './auth-server/token-binding.ts';
 import { handBack } from './http/edge-body.ts';
@@ -77,9 +78,9 @@ export function createWeb(deps: AppDeps): Web {
     // Its id, its log line and its span, a refused plain-http request's too. Its X-Request-Id
     // leaves with the head, whoever writes it.
     const request = beginRequest(req, res, mcpPath, true);
-    if (production && !clientUsedHttps(req)) return runRequest(request, refuseHttp, res, deps.log);
+    if (production && !clientUsedHttps(req)) return runInRequest(request, refuseHttp, res, deps.log);
     // The proxy answers every outcome itself, its own defects included: nothing to catch here.
-    runRequest(request, proxy, req, res);
+    runInRequest(request, proxy, req, res);
   };
   return { app, listener };
 }

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isEnabled, write } from './log.ts';
 import { RequestContext, runInRequest } from './request-context.ts';
 import { scrubPath } from './scrub.ts';
-import { endRequestSpan, runInSpan, startRequestSpan } from './spans.ts';
+import { endRequestSpan, startRequestSpan } from './spans.ts';
 
 /**
  * Heroku's router sets X-Request-Id (its own, or the client's when that is 20–200 characters of
@@ -44,13 +44,6 @@ export function beginRequest(
   return request;
 }
 
-/** Runs `fn` as the request: its id in every log line, its span the parent of spans inside. */
-export function runRequest<A extends unknown[], T>(request: RequestContext, fn: (...args: A) => T, ...args: A): T {
-  const span = request.span;
-  if (span) return runInRequest(request, () => runInSpan(span, () => fn(...args)));
-  return runInRequest(request, fn, ...args);
-}
-
 /**
  * The id a head about to be written should add as X-Request-Id, or undefined when there is none or
  * the response names its request already (set up front, see `beginRequest`): one per answer.
@@ -59,9 +52,9 @@ export function requestIdToAdd(res: ServerResponse, requestId: string | undefine
   return requestId !== undefined && !res.hasHeader('x-request-id') ? requestId : undefined;
 }
 
-/** `beginRequest` + `runRequest` as Express middleware, first in the chain. */
+/** `beginRequest` + `runInRequest` as Express middleware, first in the chain. */
 export function requestTelemetry(req: IncomingMessage, res: ServerResponse, next: () => void): void {
-  runRequest(beginRequest(req, res), next);
+  runInRequest(beginRequest(req, res), next);
 }
 
 /**

@@ -4,6 +4,7 @@ import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { NodeSDK, resources } from '@opentelemetry/sdk-node';
+import { RequestContextManager } from './context-manager.ts';
 import { ExportFailures, type WriteLine } from './export-failures.ts';
 import { EncodingSpanProcessor, spanPipelineSettings, type EncodedBatch } from './span-pipeline.ts';
 import { installTracing } from './tracing-handle.ts';
@@ -29,12 +30,15 @@ export const TRACER_NAME = 'mcp-remote-auth-proxy';
  *   subscriber's and health checks' commands would otherwise be traces of their own.
  * - Resource: service name, the host (the dyno) and OTEL_RESOURCE_ATTRIBUTES. Not the process
  *   detector: it exports the command line, which is the operator's, not ours to publish.
+ * - The context manager falls back to the request being served (context-manager.ts): a request's
+ *   span is the parent of the spans made for it without a context of OpenTelemetry's per request.
  * - A failed export is logged (export-failures.ts): the SDK tells only its diagnostic logger,
  *   silent unless OTEL_LOG_LEVEL is set, and spans would stop arriving with nothing saying why.
  */
 export function startTracing(settings: Extract<TracingSettings, { enabled: true }>): void {
   const sdk = new NodeSDK({
     serviceName: settings.serviceName,
+    contextManager: new RequestContextManager(),
     spanProcessors: [
       new EncodingSpanProcessor(
         otlpHttpExporter(),

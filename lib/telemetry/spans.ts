@@ -66,12 +66,6 @@ export function endRequestSpan(
   span.end();
 }
 
-/** Runs `fn` with `span` as the active span: spans started inside (Redis commands) are its children. */
-export function runInSpan<T>(span: Span | undefined, fn: () => T): T {
-  if (!span) return fn();
-  return context.with(trace.setSpan(context.active(), span), fn);
-}
-
 /**
  * The call to the MCP server, a child of the request span. What is called comes from the MCP
  * request headers (`Mcp-Method`, `Mcp-Name`), set by clients that follow the spec's header

@@ -13,7 +13,8 @@ import { createServer, request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { log } from '../../lib/telemetry/log.ts';
-import { beginRequest, runRequest } from '../../lib/telemetry/request-log.ts';
+import { runInRequest } from '../../lib/telemetry/request-context.ts';
+import { beginRequest } from '../../lib/telemetry/request-log.ts';
 import {
   endMcpCallSpan,
   injectTraceparent,
@@ -41,7 +42,7 @@ class RefreshError extends Error {
 
 const server = createServer((req, res) => {
   const tracked = beginRequest(req, res, '/mcp');
-  runRequest(tracked, async () => {
+  runInRequest(tracked, async () => {
     // A sealed token as the store would write it: its value must never be exported.
     await redis.set(key, process.env.TEST_SEALED_VALUE!, 'PX', 60_000);
     await withSpan('upstream.refresh', { 'grant.id_hash': 'abc', refresh_token: process.env.TEST_SECRET }, () =>
