@@ -5,7 +5,12 @@ import { tracing } from '@opentelemetry/sdk-node';
 import { expect } from 'chai';
 import type { Level } from '../lib/telemetry/log.ts';
 import { ExportFailures } from '../lib/telemetry/export-failures.ts';
-import { EncodingSpanProcessor, type EncodedBatch, type ExportOutcomes } from '../lib/telemetry/span-pipeline.ts';
+import {
+  EncodingSpanProcessor,
+  type BatchExporter,
+  type EncodedBatch,
+  type ExportOutcomes,
+} from '../lib/telemetry/span-pipeline.ts';
 
 /**
  * What the operator is told when spans cannot be delivered (lib/telemetry/export-failures.ts): a
@@ -16,25 +21,30 @@ import { EncodingSpanProcessor, type EncodedBatch, type ExportOutcomes } from '.
 
 type Line = { level: Level; msg: string; fields: Record<string, unknown> };
 
-function recorder(intervalMs = 60_000) {
+const INTERVAL_MS = 60;
+
+function recorder(intervalMs = INTERVAL_MS) {
   const lines: Line[] = [];
   const failures = new ExportFailures((level, msg, fields) => lines.push({ level, msg, fields }), intervalMs);
   return { lines, failures };
 }
 
 const refused = () => new OTLPExporterError('Unauthorized', 401, '{"error":"unknown API key"}');
+/** Past the next tick of the interval. */
+const tick = () => sleep(INTERVAL_MS * 1.5);
 
 describe('export failures: what the operator is told when spans are dropped', () => {
   it('says nothing while exports succeed', async () => {
     const { lines, failures } = recorder();
     await failures.exported(512, undefined);
     await failures.exported(3, undefined);
+    await tick();
     await failures.summarize();
     expect(lines).to.deep.equal([]);
   });
 
-  it('writes one line at the first failure, then sums up the rest once an interval', async () => {
-    const { lines, failures } = recorder(60);
+  it('tells the first failure at once, then sums up the rest at the next tick', async () => {
+    const { lines, failures } = recorder();
     await failures.exported(512, refused());
     expect(lines).to.deep.equal([
       {
@@ -46,7 +56,7 @@ describe('export failures: what the operator is told when spans are dropped', ()
     await failures.exported(512, refused());
     await failures.exported(40, new Error('connect ECONNREFUSED 127.0.0.1:4318'));
     expect(lines, 'no line per failure').to.have.length(1);
-    await sleep(100);
+    await tick();
     expect(lines.slice(1)).to.deep.equal([
       {
         level: 'warn',
@@ -54,34 +64,71 @@ describe('export failures: what the operator is told when spans are dropped', ()
         fields: { spans: 552, batches: 2, error: 'connect ECONNREFUSED 127.0.0.1:4318' },
       },
     ]);
-    // Nothing more to say until another export fails.
-    await sleep(100);
+    // Nothing new, nothing said.
+    await tick();
     expect(lines).to.have.length(2);
-    await failures.exported(1, undefined); // stops the interval's timer
+    await failures.exported(1, undefined);
+    await tick();
   });
 
-  it('says when exports succeed again, with what was dropped meanwhile', async () => {
+  it('says exports recovered once an interval has passed with spans taken and none dropped', async () => {
     const { lines, failures } = recorder();
     await failures.exported(512, refused());
     await failures.exported(100, refused());
     await failures.exported(7, undefined);
-    expect(lines.map((line) => [line.level, line.msg, line.fields])).to.deep.equal([
-      ['warn', 'trace export failed: spans dropped', { spans: 512, error: 'Unauthorized', status: 401 }],
-      [
-        'warn',
-        'trace export still failing: spans dropped',
-        { spans: 100, batches: 1, error: 'Unauthorized', status: 401 },
-      ],
-      ['info', 'trace export recovered', { dropped_spans: 612 }],
+    expect(lines, 'not at the first success').to.have.length(1);
+    await tick();
+    // The interval held a failure: summed up first.
+    expect(lines[1]).to.deep.include({ msg: 'trace export still failing: spans dropped' });
+    await failures.exported(7, undefined);
+    await tick();
+    expect(lines.slice(2)).to.deep.equal([
+      { level: 'info', msg: 'trace export recovered', fields: { dropped_spans: 612 } },
     ]);
-    // A later failure is a new run of them: told at once again.
-    await failures.exported(9, refused());
-    expect(lines).to.have.length(4);
-    expect(lines[3]!.fields).to.include({ spans: 9 });
   });
 
-  it('sums up what is still unsaid when asked (at shutdown)', async () => {
+  it('writes at most a line an interval when exports fail and succeed by turns', async () => {
     const { lines, failures } = recorder();
+    const until = performance.now() + INTERVAL_MS * 3.2;
+    let outcomes = 0;
+    while (performance.now() < until) {
+      await failures.exported(10, outcomes++ % 2 ? undefined : refused());
+      await sleep(2);
+    }
+    await failures.summarize();
+    // The first failure at once, then one line at each tick since (three or four), and the rest
+    // when asked.
+    expect(outcomes).to.be.above(20);
+    expect(lines.length).to.be.within(3, 6);
+    expect(lines[0]!.msg).to.equal('trace export failed: spans dropped');
+    for (const line of lines.slice(1, -1)) expect(line.msg).to.equal('trace export still failing: spans dropped');
+    const dropped = lines.reduce((sum, line) => sum + (line.level === 'warn' ? (line.fields.spans as number) : 0), 0);
+    expect(dropped, 'every dropped span told').to.equal(Math.ceil(outcomes / 2) * 10);
+  });
+
+  it('holds a failure soon after recovering for the next tick, and tells it as a failure', async () => {
+    const { lines, failures } = recorder();
+    await failures.exported(5, refused());
+    await failures.exported(1, undefined);
+    await tick();
+    expect(lines.map((line) => line.msg)).to.deep.equal([
+      'trace export failed: spans dropped',
+      'trace export recovered',
+    ]);
+    await failures.exported(9, refused());
+    expect(lines, 'within an interval of the last line').to.have.length(2);
+    await tick();
+    expect(lines[2]).to.deep.equal({
+      level: 'warn',
+      msg: 'trace export failed: spans dropped',
+      fields: { spans: 9, batches: 1, error: 'Unauthorized', status: 401 },
+    });
+    await failures.exported(1, undefined);
+    await tick();
+  });
+
+  it('sums up what is still unsaid when asked (at shutdown), whatever the interval', async () => {
+    const { lines, failures } = recorder(60_000);
     await failures.exported(10, refused());
     await failures.exported(20, refused());
     await failures.summarize();
@@ -92,7 +139,7 @@ describe('export failures: what the operator is told when spans are dropped', ()
   });
 
   it('names an HTTP refusal by its status, never by the collector’s words', async () => {
-    const { lines, failures } = recorder();
+    const { lines, failures } = recorder(60_000);
     const apiKey = 'key-0123456789abcdef';
     // A collector that echoes the request, headers and all, in its reason phrase and its body.
     await failures.exported(
@@ -103,28 +150,31 @@ describe('export failures: what the operator is told when spans are dropped', ()
   });
 
   it('bounds a long error message', async () => {
-    const { lines, failures } = recorder();
+    const { lines, failures } = recorder(60_000);
     await failures.exported(1, new Error('x'.repeat(5000)));
     expect((lines[0]!.fields.error as string).length).to.equal(201);
   });
 });
 
 describe('span pipeline: every export’s outcome told', () => {
-  function pipelineWith(results: Array<{ code: ExportResultCode; error?: Error }>) {
+  type Result = { code: ExportResultCode; error?: Error };
+  const answering = (results: Result[]): BatchExporter => ({
+    export: (_batch: EncodedBatch, done) => done(results.shift() ?? { code: ExportResultCode.SUCCESS }),
+    forceFlush: async () => {},
+    shutdown: async () => {},
+  });
+
+  function pipelineWith(exporter: BatchExporter, outcomes: Partial<ExportOutcomes> = {}, batchSize = 2) {
     const told: Array<[number, unknown]> = [];
     let summaries = 0;
-    const outcomes: ExportOutcomes = {
-      exported: (spans, error) => told.push([spans, error]),
-      summarize: () => summaries++,
-    };
     const pipeline = new EncodingSpanProcessor(
+      exporter,
+      { batchSize, delayMs: 60_000 },
       {
-        export: (_batch: EncodedBatch, done) => done(results.shift() ?? { code: ExportResultCode.SUCCESS }),
-        forceFlush: async () => {},
-        shutdown: async () => {},
+        exported: (spans, error) => told.push([spans, error]),
+        summarize: () => summaries++,
+        ...outcomes,
       },
-      { batchSize: 2, delayMs: 60_000 },
-      outcomes,
     );
     const provider = new tracing.BasicTracerProvider({ spanProcessors: [pipeline] });
     return { told, summaries: () => summaries, pipeline, provider, tracer: provider.getTracer('t') };
@@ -132,7 +182,7 @@ describe('span pipeline: every export’s outcome told', () => {
 
   it('tells the spans of each export, and its error when it failed', async () => {
     const error = refused();
-    const { told, pipeline, tracer } = pipelineWith([{ code: ExportResultCode.FAILED, error }]);
+    const { told, pipeline, tracer } = pipelineWith(answering([{ code: ExportResultCode.FAILED, error }]));
     for (let i = 0; i < 5; i++) tracer.startSpan(`span ${i}`).end();
     await pipeline.forceFlush();
     expect(told).to.deep.equal([
@@ -143,30 +193,45 @@ describe('span pipeline: every export’s outcome told', () => {
   });
 
   it('counts an exporter that throws as a failed export', async () => {
-    const told: Array<[number, unknown]> = [];
-    const pipeline = new EncodingSpanProcessor(
-      {
-        export: () => {
-          throw new Error('export threw');
-        },
-        forceFlush: async () => {},
-        shutdown: async () => {},
+    const throwing: BatchExporter = {
+      ...answering([]),
+      export: () => {
+        throw new Error('export threw');
       },
-      { batchSize: 1, delayMs: 60_000 },
-      { exported: (spans, error) => told.push([spans, error]), summarize: () => {} },
-    );
-    new tracing.BasicTracerProvider({ spanProcessors: [pipeline] }).getTracer('t').startSpan('sent').end();
+    };
+    const { told, pipeline, tracer } = pipelineWith(throwing, {}, 1);
+    tracer.startSpan('sent').end();
     await pipeline.forceFlush();
     expect(told).to.have.length(1);
     expect(told[0]![0]).to.equal(1);
     expect((told[0]![1] as Error).message).to.equal('export threw');
   });
 
-  it('asks for the summary at shutdown, after the last export', async () => {
-    const { told, summaries, provider, tracer } = pipelineWith([]);
+  it('asks for the summary at shutdown, after the last export, and waits for the report', async () => {
+    const steps: string[] = [];
+    const { summaries, provider, tracer } = pipelineWith(answering([]), {
+      exported: async () => {
+        await sleep(30);
+        steps.push('reported');
+      },
+    });
     tracer.startSpan('last').end();
     await provider.shutdown();
-    expect(told).to.deep.equal([[1, undefined]]);
+    steps.push('shut down');
+    expect(steps).to.deep.equal(['reported', 'shut down']);
+    expect(summaries()).to.equal(1);
+  });
+
+  it('reports the batches still in flight as not delivered when told to give up on them', async () => {
+    const stalled: BatchExporter = { ...answering([]), export: () => {} };
+    const { told, summaries, pipeline, tracer } = pipelineWith(stalled);
+    for (let i = 0; i < 5; i++) tracer.startSpan(`span ${i}`).end();
+    void pipeline.forceFlush();
+    await sleep(10);
+    pipeline.abandon();
+    expect(told).to.have.length(1);
+    expect(told[0]![0]).to.equal(5);
+    expect((told[0]![1] as Error).message).to.equal('not delivered before the shutdown deadline');
     expect(summaries()).to.equal(1);
   });
 
@@ -175,21 +240,16 @@ describe('span pipeline: every export’s outcome told', () => {
     const onRejection = (reason: unknown) => rejections.push(reason);
     process.on('unhandledRejection', onRejection);
     try {
-      const pipeline = new EncodingSpanProcessor(
-        {
-          export: (_batch, done) => done({ code: ExportResultCode.SUCCESS }),
-          forceFlush: async () => {},
-          shutdown: async () => {},
-        },
-        { batchSize: 1, delayMs: 60_000 },
+      const { pipeline, tracer } = pipelineWith(
+        answering([]),
         {
           exported: () => {
             throw new Error('report threw');
           },
-          summarize: () => {},
         },
+        1,
       );
-      new tracing.BasicTracerProvider({ spanProcessors: [pipeline] }).getTracer('t').startSpan('sent').end();
+      tracer.startSpan('sent').end();
       await pipeline.forceFlush();
       await sleep(10);
       expect(rejections).to.deep.equal([]);

@@ -177,7 +177,8 @@ function makeSpans(provider: tracing.BasicTracerProvider): void {
 }
 
 describe('span pipeline: spans written as OTLP protobuf at their end', () => {
-  // The context manager NodeSDK installs in the proxy: without one, no context follows an await.
+  // The SDK's own context manager (the proxy's, context-manager.ts, adds the request being served,
+  // which these tests have none of): without one, no context follows an await.
   before(() => context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable()));
   after(() => context.disable());
 

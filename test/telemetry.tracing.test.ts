@@ -164,8 +164,8 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
   });
 
   it('tells the operator when the collector refuses the spans, in its status, never its words', async () => {
-    // A collector that refuses the API key and echoes it back in its answer.
-    receiver.answer(401, `unknown API key ${apiKey}`);
+    // A collector that refuses the API key and echoes it back, in its status line and its body.
+    receiver.answer(401, `unknown API key ${apiKey}`, `Unauthorized ${apiKey}`);
     const run = await oneRequest({
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
       OTEL_EXPORTER_OTLP_HEADERS: `x-honeycomb-team=${apiKey}`,
@@ -178,6 +178,18 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
     expect(failed[0]).to.match(/^level=warn /);
     expect(failed[0]).to.include(`spans=${spans}`).and.include('status=401').and.include('error=Unauthorized');
     expect(run.lines.filter((line) => line.includes(apiKey))).to.deep.equal([]);
+  });
+
+  it('tells the operator of the spans a collector still had not taken at the shutdown deadline', async () => {
+    receiver.answer('never');
+    const started = performance.now();
+    const run = await oneRequest({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, TEST_FLUSH_MS: '300' });
+    expect(performance.now() - started, 'the deadline, not the export timeout (10 s)').to.be.below(5_000);
+    expect(receiver.exports, 'the export reached the collector').to.have.length(1);
+    const spans = decodeExport(receiver.exports[0]!.body).length;
+    const failed = run.lines.filter((line) => line.includes('msg="trace export failed: spans dropped"'));
+    expect(failed).to.have.length(1);
+    expect(failed[0]).to.include(`spans=${spans}`).and.include('error="not delivered before the shutdown deadline"');
   });
 
   it('OTEL_SERVICE_NAME names the service', async () => {

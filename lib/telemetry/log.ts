@@ -1,4 +1,4 @@
-import { currentRequest, RequestContext, runInRequest } from './request-context.ts';
+import { currentRequest } from './request-context.ts';
 import { redact } from './scrub.ts';
 import { currentTraceId } from './spans.ts';
 
@@ -18,10 +18,6 @@ let threshold = LEVELS[(process.env.LOG_LEVEL as Level) ?? 'info'] ?? LEVELS.inf
 let sink: (line: string, level: Level) => void = (line, level) => {
   (level === 'error' || level === 'warn' ? process.stderr : process.stdout).write(line + '\n');
 };
-
-export function runWithRequestId<T>(requestId: string, fn: () => T): T {
-  return runInRequest(new RequestContext(requestId), fn);
-}
 
 export function currentRequestId(): string | undefined {
   return currentRequest()?.requestId;

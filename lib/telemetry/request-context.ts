@@ -1,9 +1,11 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Context, Span } from '@opentelemetry/api';
+import { processWide } from './process-wide.ts';
 
 /**
  * The request being served, reachable from any code running on its behalf: the logger reads its
- * id, and other modules attach what they need to it through a WeakMap keyed by the context.
+ * id, and other modules attach what they need to it through a WeakMap keyed by the context;
+ * tracing's two fields live on it instead, read by the context manager at every `context.active()`.
  *
  * One AsyncLocalStorage for all of them, on purpose: each instance's `run` costs every request a
  * context frame of its own, and on Node 20 every enabled instance added a step to the creation of
@@ -26,14 +28,8 @@ export class RequestContext {
   constructor(readonly requestId: string) {}
 }
 
-/**
- * On `globalThis`, as the tracing handle is (tracing-handle.ts): the tracing preload loads this
- * file for the context manager before the application does, and the two may name it by different
- * URLs (a compiled preload, the application run from source); one storage either way.
- */
-const STORAGE = Symbol.for('mcp-remote-auth-proxy.request-context');
-const storage: AsyncLocalStorage<RequestContext> = ((globalThis as Record<symbol, unknown>)[STORAGE] ??=
-  new AsyncLocalStorage<RequestContext>()) as AsyncLocalStorage<RequestContext>;
+/** Shared with the tracing preload's copy of this file, whatever URL it was loaded by. */
+const storage = processWide('request-context', () => new AsyncLocalStorage<RequestContext>());
 
 export function runInRequest<A extends unknown[], T>(context: RequestContext, fn: (...args: A) => T, ...args: A): T {
   return storage.run(context, fn, ...args);

@@ -36,16 +36,15 @@ export const TRACER_NAME = 'mcp-remote-auth-proxy';
  *   silent unless OTEL_LOG_LEVEL is set, and spans would stop arriving with nothing saying why.
  */
 export function startTracing(settings: Extract<TracingSettings, { enabled: true }>): void {
+  const processor = new EncodingSpanProcessor(
+    otlpHttpExporter(),
+    spanPipelineSettings(process.env),
+    new ExportFailures(writeLogLine),
+  );
   const sdk = new NodeSDK({
     serviceName: settings.serviceName,
     contextManager: new RequestContextManager(),
-    spanProcessors: [
-      new EncodingSpanProcessor(
-        otlpHttpExporter(),
-        spanPipelineSettings(process.env),
-        new ExportFailures(writeLogLine),
-      ),
-    ],
+    spanProcessors: [processor],
     metricReaders: [],
     logRecordProcessors: [],
     resourceDetectors: [resources.envDetector, resources.hostDetector],
@@ -66,15 +65,24 @@ export function startTracing(settings: Extract<TracingSettings, { enabled: true 
   createRequire(import.meta.url)('ioredis');
   installTracing({
     tracer: trace.getTracer(TRACER_NAME),
-    shutdown: (deadlineMs) =>
-      new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(0, deadlineMs));
+    shutdown: async (deadlineMs) => {
+      const started = performance.now();
+      await loadLogger();
+      return new Promise<void>((resolve) => {
+        const timer = setTimeout(
+          () => {
+            processor.abandon();
+            resolve();
+          },
+          Math.max(0, deadlineMs - (performance.now() - started)),
+        );
         timer.unref();
         sdk
           .shutdown()
           .then(resolve, resolve)
           .finally(() => clearTimeout(timer));
-      }),
+      });
+    },
   });
 }
 
@@ -82,14 +90,25 @@ export function startTracing(settings: Extract<TracingSettings, { enabled: true 
  * The logger, loaded when the first line is written, not with this module: log.ts loads spans.ts,
  * which decides once, as it loads, whether tracing is on. Loaded here, in the preload, it would
  * decide before `installTracing` ran, and the application would never make a span. A failed export
- * comes after the application has made spans, so after it has loaded both. Never rejects: a line
- * that cannot be written has nowhere else to go.
+ * comes after the application has made spans, so after it has loaded both; so does shutdown, which
+ * loads it first, so that its last lines are written before the process exits. Neither throws
+ * nor rejects: a line that cannot be written has nowhere else to go.
  */
-const writeLogLine: WriteLine = (level, msg, fields) =>
-  import('./log.ts').then(
-    ({ write }) => write(level, msg, fields),
-    () => {},
-  );
+let logWrite: WriteLine | undefined;
+
+async function loadLogger(): Promise<void> {
+  logWrite ??= (await import('./log.ts').catch(() => undefined))?.write;
+}
+
+const writeLogLine: WriteLine = (level, msg, fields) => {
+  if (!logWrite) return loadLogger().then(() => logWrite && writeLogLine(level, msg, fields));
+  try {
+    logWrite(level, msg, fields);
+  } catch {
+    // See above: nowhere else to go.
+  }
+  return undefined;
+};
 
 /**
  * The OTLP/HTTP trace exporter's delivery, as `@opentelemetry/exporter-trace-otlp-proto` builds it

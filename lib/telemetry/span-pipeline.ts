@@ -83,6 +83,8 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
   private timer: NodeJS.Timeout | undefined;
   private readonly scratch = new WireWriter(64 * 1024);
   private readonly inFlight = new Set<Promise<void>>();
+  /** Spans in the batches of `inFlight`. */
+  private inFlightSpans = 0;
   private stopped = false;
   /**
    * The async context the processor was made in (start-up, outside any request). Batches are sent
@@ -136,6 +138,18 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
     await this.exporter.shutdown();
   }
 
+  /**
+   * The shutdown deadline has passed with batches still in flight (a collector that does not
+   * answer, an export retrying): the process exits without learning how they end, so they are
+   * reported now as not delivered, with whatever was not yet reported.
+   */
+  abandon(): void {
+    if (this.inFlightSpans > 0) {
+      void this.outcomes?.exported(this.inFlightSpans, new Error('not delivered before the shutdown deadline'));
+    }
+    void this.outcomes?.summarize();
+  }
+
   /** Everything sent so far delivered, or given up on by the exporter. */
   private async settle(): Promise<void> {
     await Promise.all(this.inFlight);
@@ -157,7 +171,11 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
     // be added) must not trace the export's own request, whose span would be exported in turn.
     const delivery = this.detached(() => context.with(SUPPRESSED, () => this.deliver(groups, spans)));
     this.inFlight.add(delivery);
-    void delivery.finally(() => this.inFlight.delete(delivery));
+    this.inFlightSpans += spans;
+    void delivery.finally(() => {
+      this.inFlight.delete(delivery);
+      this.inFlightSpans -= spans;
+    });
   }
 
   /**

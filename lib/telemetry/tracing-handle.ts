@@ -1,12 +1,11 @@
 import type { Tracer } from '@opentelemetry/api';
+import { processWide } from './process-wide.ts';
 
 /**
- * What the tracing preload hands to the rest of the process: the tracer, and how to flush.
- *
- * Kept on `globalThis`, not in a module variable: the preload and the application may load this
- * file under different URLs (`--import ./dist/…/tracing.js` with `lib/main.ts`, a test importing
- * the span API directly), and must still agree on whether tracing is on. The OpenTelemetry API
- * keeps its own globals the same way, for the same reason.
+ * What the tracing preload hands to the rest of the process: the tracer, and how to flush. Kept
+ * process-wide (process-wide.ts), not in a module variable: the preload and the application may
+ * load this file under different URLs (`--import ./dist/…/tracing.js` with `lib/main.ts`, a test
+ * importing the span API directly), and must still agree on whether tracing is on.
  */
 export interface TracingHandle {
   readonly tracer: Tracer;
@@ -14,15 +13,15 @@ export interface TracingHandle {
   shutdown(deadlineMs: number): Promise<void>;
 }
 
-const HANDLE = Symbol.for('mcp-remote-auth-proxy.tracing');
+const slot = processWide('tracing', (): { handle?: TracingHandle } => ({}));
 
 export function installTracing(handle: TracingHandle): void {
-  (globalThis as Record<symbol, unknown>)[HANDLE] = handle;
+  slot.handle = handle;
 }
 
 /** Undefined when the preload did not start tracing (disabled, no endpoint, or no preload). */
 export function tracingHandle(): TracingHandle | undefined {
-  return (globalThis as Record<symbol, TracingHandle | undefined>)[HANDLE];
+  return slot.handle;
 }
 
 /**

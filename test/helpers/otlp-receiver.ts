@@ -41,15 +41,18 @@ export interface OtlpReceiver {
   waitFor(predicate: (spans: ReceivedSpan[]) => boolean, timeoutMs?: number): Promise<ReceivedSpan[]>;
   /** Every received byte, as latin1 text: a secret sent in any field is a substring of it. */
   rawText(): string;
-  /** From now on, answers every export with `status` and `body` (a collector refusing them). */
-  answer(status: number, body: string): void;
+  /**
+   * From now on, answers every export with `status`, `reason` as the status line's phrase and
+   * `body` (a collector refusing them); or, with `status` 'never', keeps every export waiting.
+   */
+  answer(status: number | 'never', body?: string, reason?: string): void;
   close(): Promise<void>;
 }
 
 export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const exports: ReceivedExport[] = [];
   const waiters = new Set<() => void>();
-  let reply = { status: 200, body: '' };
+  let reply: { status: number | 'never'; body?: string; reason?: string } = { status: 200 };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -58,7 +61,12 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
       exports.push({ path: req.url ?? '', headers: req.headers, body });
       // An empty ExportTraceServiceResponse (zero bytes of protobuf), unless told otherwise.
-      res.writeHead(reply.status, { 'Content-Type': 'application/x-protobuf' }).end(reply.body);
+      if (reply.status !== 'never') {
+        const head = { 'Content-Type': 'application/x-protobuf' };
+        (reply.reason ? res.writeHead(reply.status, reply.reason, head) : res.writeHead(reply.status, head)).end(
+          reply.body,
+        );
+      }
       for (const wake of waiters) wake();
     });
   });
@@ -72,8 +80,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     exports,
     spans,
     rawText: () => exports.map((e) => e.body.toString('latin1')).join('\n'),
-    answer: (status, body) => {
-      reply = { status, body };
+    answer: (status, body, reason) => {
+      reply = { status, body, reason };
     },
     waitFor(predicate, timeoutMs = 10_000) {
       return new Promise((resolve, reject) => {

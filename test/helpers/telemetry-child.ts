@@ -86,7 +86,7 @@ process.on('SIGTERM', () => {
   void (async () => {
     await redis.del(key);
     redis.disconnect();
-    await shutdownTracing(5_000);
+    await shutdownTracing(Number(process.env.TEST_FLUSH_MS ?? 5_000));
     process.exit(0);
   })();
 });
