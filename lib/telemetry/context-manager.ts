@@ -13,8 +13,8 @@ import { currentRequest } from './request-context.ts';
  * second async context frame for every request (the request context, request-context.ts, is the
  * first), and a context made whether anything asks for it or not. Measured pinned side by side,
  * six runs, the build that entered it cost 2.5 % more CPU per request (median), and its young
- * collections promoted about a third more (151 against 110 KiB each). Here the context is made at the first call to
- * `context.active()` in the request, and kept on the request.
+ * collections promoted about a third more (151 against 110 KiB each). Here the context is made at
+ * the first call to `context.active()` in the request, and kept on the request.
  *
  * Where this differs from the SDK's manager, none of it used by the proxy or its instrumentation
  * (ioredis reads only `context.active()`): inside a request, a context of ROOT_CONTEXT set

@@ -82,9 +82,8 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
   private count = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly scratch = new WireWriter(64 * 1024);
-  private readonly inFlight = new Set<Promise<void>>();
-  /** Spans in the batches of `inFlight`. */
-  private inFlightSpans = 0;
+  /** Deliveries not yet settled, each with the number of spans in its batch. */
+  private readonly inFlight = new Map<Promise<void>, number>();
   private stopped = false;
   /**
    * The async context the processor was made in (start-up, outside any request). Batches are sent
@@ -144,15 +143,17 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
    * reported now as not delivered, with whatever was not yet reported.
    */
   abandon(): void {
-    if (this.inFlightSpans > 0) {
-      void this.outcomes?.exported(this.inFlightSpans, new Error('not delivered before the shutdown deadline'));
+    let undelivered = 0;
+    for (const spans of this.inFlight.values()) undelivered += spans;
+    if (undelivered > 0) {
+      void this.outcomes?.exported(undelivered, new Error('not delivered before the shutdown deadline'));
     }
     void this.outcomes?.summarize();
   }
 
   /** Everything sent so far delivered, or given up on by the exporter. */
   private async settle(): Promise<void> {
-    await Promise.all(this.inFlight);
+    await Promise.all(this.inFlight.keys());
     await this.exporter.forceFlush();
   }
 
@@ -170,12 +171,8 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
     // Tracing suppressed, as the SDK's batch processor does: an instrumented HTTP client (should one
     // be added) must not trace the export's own request, whose span would be exported in turn.
     const delivery = this.detached(() => context.with(SUPPRESSED, () => this.deliver(groups, spans)));
-    this.inFlight.add(delivery);
-    this.inFlightSpans += spans;
-    void delivery.finally(() => {
-      this.inFlight.delete(delivery);
-      this.inFlightSpans -= spans;
-    });
+    this.inFlight.set(delivery, spans);
+    void delivery.finally(() => this.inFlight.delete(delivery));
   }
 
   /**
