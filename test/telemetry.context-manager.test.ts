@@ -47,6 +47,24 @@ describe('context manager: the request being served is the default context', () 
     expect(manager.active()).to.equal(ROOT_CONTEXT);
   });
 
+  it('gives a request’s context the API’s behaviour: values added keep its span, its span can be taken out', () => {
+    const span = spanNamed('1111111111111111');
+    runInRequest(requestWith(span), () => {
+      const request = manager.active();
+      expect(request.getValue(MARK)).to.equal(undefined);
+      const marked = request.setValue(MARK, 'mark');
+      expect(trace.getSpan(marked)).to.equal(span);
+      expect(marked.getValue(MARK)).to.equal('mark');
+      expect(request.getValue(MARK), 'the request’s own is unchanged').to.equal(undefined);
+      const without = trace.deleteSpan(request);
+      expect(trace.getSpan(without)).to.equal(undefined);
+      manager.with(without, () => expect(trace.getSpan(manager.active()), 'made active').to.equal(undefined));
+      expect(request.deleteValue(MARK)).to.equal(request);
+      const other = spanNamed('3333333333333333');
+      expect(trace.getSpan(trace.setSpan(request, other))).to.equal(other);
+    });
+  });
+
   it('lets a context set explicitly win while it lasts, then falls back to the request’s', () => {
     const requestSpan = spanNamed('1111111111111111');
     const child = spanNamed('2222222222222222');

