@@ -10,18 +10,21 @@
  * spans.ts), plus some short-lived garbage, as a real request leaves. CPU time per request:
  *
  * - `off`: no SDK (the proxy's default; the span API is a branch per call);
- * - `record`: the SDK started, spans recorded, nothing exported (a no-op span processor);
- * - `batch`: the SDK's BatchSpanProcessor keeping the span objects until their batch is full, its
- *   exporter dropping every batch (for comparison: the proxy does not use it);
+ * - `record`: the SDK started, the spans made by the proxy's lean tracer (lib/telemetry/
+ *   lean-tracer.ts), nothing written or exported;
+ * - `sdk-record`: the same spans made by the SDK's tracer instead, nothing exported (a no-op span
+ *   processor): what the proxy did before the lean tracer;
+ * - `batch`: the SDK's tracer, and its BatchSpanProcessor keeping the span objects until their
+ *   batch is full, its exporter dropping every batch (for comparison: the proxy does not use it);
  * - `export`: the proxy's own tracing set-up (lib/telemetry/sdk.ts): spans written as OTLP protobuf
  *   when they end (lib/telemetry/span-pipeline.ts) and sent over HTTP to a collector stand-in in
  *   another process (which answers 200);
  * - `one-span`: `export` with the request span only, no span for the call to the MCP server: what
  *   a design with one span per call would cost (not what the proxy does).
  *
- * `record − off` is making the spans; `batch − record` what keeping span objects until export
- * costs; `export − record` what the proxy's pipeline adds to making them: writing, batching and
- * sending.
+ * `record − off` is making the spans; `sdk-record − record` what the SDK's tracer costs more;
+ * `batch − sdk-record` what keeping span objects until export costs; `export − record` what the
+ * proxy's pipeline adds to making them: writing, batching and sending.
  *
  * BENCH_TRACING_MODES picks modes (comma-separated, default all), BENCH_TRACING_NODE_ARGS adds Node
  * flags to every mode's process (after the production flags, so it can override them).
@@ -29,11 +32,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { IncomingMessage } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import type { StartSpan } from '../lib/telemetry/lean-tracer.ts';
 import { RequestContext, runInRequest } from '../lib/telemetry/request-context.ts';
 import { PRODUCTION_NODE_ARGS } from './production.ts';
 import { median } from './summary.ts';
 
-const MODES = ['off', 'record', 'batch', 'export', 'one-span'] as const;
+const MODES = ['off', 'record', 'sdk-record', 'batch', 'export', 'one-span'] as const;
 type Mode = (typeof MODES)[number];
 const RATE = Number(process.env.BENCH_RATE ?? 3500);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -65,16 +69,17 @@ async function startMode(mode: Mode): Promise<void> {
     const { startTracing } = await import('../lib/telemetry/sdk.ts');
     return startTracing({ enabled: true, serviceName: 'bench-tracing' });
   }
-  const { NodeSDK, tracing } = await import('@opentelemetry/sdk-node');
+  const { NodeSDK, resources, tracing } = await import('@opentelemetry/sdk-node');
   const { trace } = await import('@opentelemetry/api');
   const { installTracing } = await import('../lib/telemetry/tracing-handle.ts');
   const { TRACER_NAME } = await import('../lib/telemetry/sdk.ts');
+  const { LeanTracer } = await import('../lib/telemetry/lean-tracer.ts');
   const { RequestContextManager } = await import('../lib/telemetry/context-manager.ts');
   const dropping = {
     export: (_spans: unknown, done: (result: { code: 0 }) => void) => done({ code: 0 }),
     shutdown: async () => {},
   };
-  const processor = mode === 'record' ? new tracing.NoopSpanProcessor() : new tracing.BatchSpanProcessor(dropping);
+  const processor = mode === 'batch' ? new tracing.BatchSpanProcessor(dropping) : new tracing.NoopSpanProcessor();
   const sdk = new NodeSDK({
     contextManager: new RequestContextManager(),
     spanProcessors: [processor],
@@ -83,7 +88,17 @@ async function startMode(mode: Mode): Promise<void> {
     resourceDetectors: [],
   });
   sdk.start();
-  installTracing({ tracer: trace.getTracer(TRACER_NAME), shutdown: () => sdk.shutdown() });
+  const tracer = trace.getTracer(TRACER_NAME);
+  const startSpan: StartSpan =
+    mode === 'record'
+      ? new LeanTracer(
+          new tracing.AlwaysOnSampler(),
+          resources.defaultResource(),
+          { name: TRACER_NAME },
+          { write() {} },
+        ).startSpan
+      : (name, kind, attributes, parent) => tracer.startSpan(name, { kind, attributes }, parent);
+  installTracing({ tracer, startSpan, shutdown: () => sdk.shutdown() });
 }
 
 /** One mode in this process: prints CPU µs per request on stdout. */
@@ -157,12 +172,12 @@ async function main(): Promise<void> {
   }
   const off = median(results.get('off')!);
   console.log(`\n${RATE} requests/s, ${SECONDS} s per mode, median of ${rounds} rounds; CPU µs per request`);
-  console.log('mode     µs/request   added to off   runs');
+  console.log('mode       µs/request   added to off   runs');
   for (const m of modes) {
     const values = results.get(m)!;
     const value = median(values);
     console.log(
-      `${m.padEnd(8)} ${value.toFixed(2).padStart(10)} ${(value - off).toFixed(2).padStart(14)}   ${values.map((v) => v.toFixed(1)).join(' ')}`,
+      `${m.padEnd(10)} ${value.toFixed(2).padStart(10)} ${(value - off).toFixed(2).padStart(14)}   ${values.map((v) => v.toFixed(1)).join(' ')}`,
     );
   }
 }

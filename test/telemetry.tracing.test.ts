@@ -123,6 +123,9 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
       'request.id': 'router-request-0001',
     });
     expect(root.resource['service.name']).to.equal(DEFAULT_SERVICE_NAME);
+    expect(root.resource['host.name'], 'the host detector').to.be.a('string');
+    // Not the process detector: the command line is the operator's, not ours to publish.
+    expect(Object.keys(root.resource).filter((key) => key.startsWith('process.'))).to.deep.equal([]);
 
     const redis = spans.find((s) => s.scope.includes('ioredis') && s.name === 'set') as ReceivedSpan;
     expect(redis, 'Redis SET span').to.exist;
@@ -199,6 +202,29 @@ describe('tracing (OTLP/HTTP export from a real process)', function () {
     });
     const spans = await receiver.waitFor((all) => all.some((s) => s.name === 'POST /mcp'));
     expect(spans[0]!.resource['service.name']).to.equal('weather-mcp');
+  });
+
+  it('OTEL_TRACES_SAMPLER=always_off: nothing exported, and the MCP server gets our trace, unsampled', async () => {
+    const run = await oneRequest({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_TRACES_SAMPLER: 'always_off' });
+    expect(run.lines).to.include('tracing on');
+    expect(receiver.exports).to.have.length(0);
+    const traceparent = run.lines.find((line) => line.startsWith('upstream-traceparent '));
+    expect(traceparent).to.match(/^upstream-traceparent 00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    expect(traceparent).to.not.include(CLIENT_TRACE_ID);
+  });
+
+  it('OTEL_LOG_LEVEL: the SDK’s diagnostics of a bad OTEL_TRACES_SAMPLER reach the log, once', async () => {
+    const run = await oneRequest({
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_LOG_LEVEL: 'warn',
+      OTEL_TRACES_SAMPLER: 'always_onn',
+    });
+    expect(run.lines.filter((line) => line.includes('unknown OTEL_TRACES_SAMPLER value "always_onn"'))).to.have.length(
+      1,
+    );
+    expect(run.lines.filter((line) => line.includes('logger will'))).to.deep.equal([]);
+    // The default sampler: every request traced.
+    expect(await receiver.waitFor((all) => all.some((s) => s.name === 'POST /mcp'))).to.not.be.empty;
   });
 
   it('OTEL_SDK_DISABLED=true: no SDK, nothing sent, the client traceparent passes untouched', async () => {

@@ -54,6 +54,16 @@ export function boundedName(value: string | string[] | undefined): string | unde
 }
 
 /**
+ * What a span says of an error: its `code` (IdentityError's, a system error's) or its name, never
+ * its message, which may quote what was sent (an error from a token endpoint, say).
+ */
+export function errorType(error: unknown): string {
+  const code = (error as { code?: unknown } | null | undefined)?.code;
+  if (typeof code === 'string' && boundedName(code)) return code;
+  return error instanceof Error ? (boundedName(error.name) ?? 'Error') : 'unknown';
+}
+
+/**
  * The only attribute values a span of ours carries: numbers, booleans, and strings under keys
  * that do not look secret (the same rule as log fields). The span API passes every attribute
  * through here, so a careless `{ refresh_token }` at a call site is dropped, not exported.

@@ -1,11 +1,16 @@
 import { createRequire } from 'node:module';
-import { trace } from '@opentelemetry/api';
+import { diag, DiagConsoleLogger, trace } from '@opentelemetry/api';
+import { diagLogLevelFromString, getStringFromEnv } from '@opentelemetry/core';
 import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { NodeSDK, resources } from '@opentelemetry/sdk-node';
+import { NodeSDK, resources, tracing } from '@opentelemetry/sdk-node';
+// Not in the package's index: the function NodeSDK itself calls to read OTEL_TRACES_SAMPLER, used
+// here so that the lean tracer's spans and the SDK's are sampled by the one sampler it builds.
+import { createSamplerFromEnv } from '@opentelemetry/sdk-node/build/src/create-from-env.js';
 import { RequestContextManager } from './context-manager.ts';
 import { ExportFailures, type WriteLine } from './export-failures.ts';
+import { LeanTracer } from './lean-tracer.ts';
 import { EncodingSpanProcessor, spanPipelineSettings, type EncodedBatch } from './span-pipeline.ts';
 import { installTracing } from './tracing-handle.ts';
 import type { TracingSettings } from './tracing-settings.ts';
@@ -30,6 +35,9 @@ export const TRACER_NAME = 'mcp-remote-auth-proxy';
  *   subscriber's and health checks' commands would otherwise be traces of their own.
  * - Resource: service name, the host (the dyno) and OTEL_RESOURCE_ATTRIBUTES. Not the process
  *   detector: it exports the command line, which is the operator's, not ours to publish.
+ * - Each request's two spans (its own and its MCP call's) come from the lean tracer
+ *   (lean-tracer.ts), given the sampler, resource and scope the SDK has: the SDK's tracer makes
+ *   the rest.
  * - The context manager falls back to the request being served (context-manager.ts): a request's
  *   span is the parent of the spans made for it without a context of OpenTelemetry's per request.
  * - A failed export is logged (export-failures.ts): the SDK tells only its diagnostic logger,
@@ -41,13 +49,30 @@ export function startTracing(settings: Extract<TracingSettings, { enabled: true 
     spanPipelineSettings(process.env),
     new ExportFailures(writeLogLine),
   );
+  // The SDK's diagnostic logger (OTEL_LOG_LEVEL), as NodeSDK's constructor installs it, for what the
+  // sampler and the detectors below say of a bad OTEL_TRACES_SAMPLER or OTEL_RESOURCE_ATTRIBUTES;
+  // removed before the constructor installs it again, which would warn of one already there.
+  const logLevel = getStringFromEnv('OTEL_LOG_LEVEL');
+  if (logLevel) diag.setLogger(new DiagConsoleLogger(), { logLevel: diagLogLevelFromString(logLevel) });
+  // What NodeSDK would build from these detectors and the service name, built here because the lean
+  // tracer's spans need the very objects the SDK's spans carry.
+  let resource = resources
+    .defaultResource()
+    .merge(resources.detectResources({ detectors: [resources.envDetector, resources.hostDetector] }));
+  if (settings.serviceName) {
+    resource = resource.merge(resources.resourceFromAttributes({ 'service.name': settings.serviceName }));
+  }
+  // The TracerProvider's own default when OTEL_TRACES_SAMPLER is unset.
+  const sampler = createSamplerFromEnv() ?? new tracing.ParentBasedSampler({ root: new tracing.AlwaysOnSampler() });
+  diag.disable();
   const sdk = new NodeSDK({
-    serviceName: settings.serviceName,
+    resource,
+    autoDetectResources: false,
+    sampler,
     contextManager: new RequestContextManager(),
     spanProcessors: [processor],
     metricReaders: [],
     logRecordProcessors: [],
-    resourceDetectors: [resources.envDetector, resources.hostDetector],
     instrumentations: [
       new IORedisInstrumentation({
         requireParentSpan: true,
@@ -63,8 +88,13 @@ export function startTracing(settings: Extract<TracingSettings, { enabled: true 
   // Requiring it here, after the patch is in place, loads the one shared copy patched, and the
   // store's import then finds it in the module cache.
   createRequire(import.meta.url)('ioredis');
+  const tracer = trace.getTracer(TRACER_NAME);
+  // The SDK's tracer names its scope in a public field; the same object for the lean tracer's spans.
+  const scope = (tracer as { instrumentationScope?: tracing.ReadableSpan['instrumentationScope'] })
+    .instrumentationScope ?? { name: TRACER_NAME };
   installTracing({
-    tracer: trace.getTracer(TRACER_NAME),
+    tracer,
+    startSpan: new LeanTracer(sampler, resource, scope, processor).startSpan,
     shutdown: async (deadlineMs) => {
       const started = performance.now();
       await loadLogger();

@@ -11,6 +11,7 @@ import {
   type EncodableScope,
   type EncodedScopeSpans,
 } from './otlp-wire.ts';
+import type { PipelineSpan } from './lean-tracer.ts';
 import { BATCH_VARIABLES } from './tracing-settings.ts';
 import { parseInteger } from '../config/parse.ts';
 
@@ -102,6 +103,11 @@ export class EncodingSpanProcessor implements tracing.SpanProcessor {
   onStart(_span: tracing.Span, _parentContext: Context): void {}
 
   onEnd(span: tracing.ReadableSpan): void {
+    this.write(span);
+  }
+
+  /** A span that has ended: the SDK's (through `onEnd`), or one of the lean tracer's. */
+  write(span: PipelineSpan): void {
     if (this.stopped || (span.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return;
     const scope = span.instrumentationScope;
     let pending = this.pending.get(scope);

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { context, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
-import { boundedName, safeAttributes, scrubPath } from './scrub.ts';
+import { boundedName, errorType, safeAttributes, scrubPath } from './scrub.ts';
 import { tracingHandle } from './tracing-handle.ts';
 
 /**
@@ -10,11 +10,14 @@ import { tracingHandle } from './tracing-handle.ts';
  *
  * The spans: one SERVER span per request (`startRequestSpan`), a CLIENT span per MCP call under it
  * (`startMcpCallSpan`, whose context goes to the MCP server as `traceparent`), a span per upstream
- * code exchange and refresh (`withSpan`), and ioredis's spans of the store's commands.
+ * code exchange and refresh (`withSpan`), and ioredis's spans of the store's commands. The first
+ * two, paid by every request, come from the lean tracer (lean-tracer.ts), the others from the SDK's.
  */
 
 /** Decided once, when this module loads: the preload has run by then, or never will. */
-const tracer = tracingHandle()?.tracer;
+const handle = tracingHandle();
+const tracer = handle?.tracer;
+const startSpan = handle?.startSpan;
 
 export const tracingEnabled = tracer !== undefined;
 
@@ -26,17 +29,12 @@ type Attributes = Record<string, string | number | boolean | undefined>;
  * sampled flag, turn our tracing off for its requests.
  */
 export function startRequestSpan(req: IncomingMessage, requestId: string): Span | undefined {
-  if (!tracer) return undefined;
+  if (!startSpan) return undefined;
   const method = req.method ?? 'GET';
   // Not through safeAttributes: the keys are these, Node's parser admits only a token as the
   // method, and the request id is ours or passed requestIdOf's check. Every request pays here.
-  // ROOT_CONTEXT as the parent rather than `root: true`, which copies the active context to take
-  // the span out of it: the same new trace, one context less per request.
-  return tracer.startSpan(
-    method,
-    { kind: SpanKind.SERVER, attributes: { 'http.request.method': method, 'request.id': requestId } },
-    ROOT_CONTEXT,
-  );
+  // ROOT_CONTEXT as the parent: a new trace whatever context is active.
+  return startSpan(method, SpanKind.SERVER, { 'http.request.method': method, 'request.id': requestId }, ROOT_CONTEXT);
 }
 
 /**
@@ -72,7 +70,7 @@ export function endRequestSpan(
  * mirroring; the body is streamed, not parsed, so without them the span says only "mcp".
  */
 export function startMcpCallSpan(req: IncomingMessage): Span | undefined {
-  if (!tracer) return undefined;
+  if (!startSpan) return undefined;
   const method = boundedName(req.headers['mcp-method']);
   const name = boundedName(req.headers['mcp-name']);
   const attributes: Attributes = { 'mcp.method.name': method };
@@ -81,10 +79,12 @@ export function startMcpCallSpan(req: IncomingMessage): Span | undefined {
   if (method === 'tools/call') attributes['gen_ai.tool.name'] = name;
   else if (method === 'prompts/get') attributes['gen_ai.prompt.name'] = name;
   const named = method === 'tools/call' || method === 'prompts/get' ? name : undefined;
-  return tracer.startSpan(method ? `mcp ${method}${named ? ` ${named}` : ''}` : 'mcp', {
-    kind: SpanKind.CLIENT,
-    attributes: safeAttributes(attributes),
-  });
+  return startSpan(
+    method ? `mcp ${method}${named ? ` ${named}` : ''}` : 'mcp',
+    SpanKind.CLIENT,
+    safeAttributes(attributes),
+    context.active(),
+  );
 }
 
 /**
@@ -143,12 +143,6 @@ export async function withSpan<T>(name: string, attributes: Attributes, fn: () =
       span.end();
     }
   });
-}
-
-function errorType(error: unknown): string {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  if (typeof code === 'string' && boundedName(code)) return code;
-  return error instanceof Error ? (boundedName(error.name) ?? 'Error') : 'unknown';
 }
 
 /** The active trace id, for log lines; undefined without tracing or outside a span. */

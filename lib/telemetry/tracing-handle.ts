@@ -1,4 +1,5 @@
 import type { Tracer } from '@opentelemetry/api';
+import type { StartSpan } from './lean-tracer.ts';
 import { processWide } from './process-wide.ts';
 
 /**
@@ -8,7 +9,10 @@ import { processWide } from './process-wide.ts';
  * importing the span API directly), and must still agree on whether tracing is on.
  */
 export interface TracingHandle {
+  /** The SDK's tracer, for every span but the two each request makes. */
   readonly tracer: Tracer;
+  /** Those two: the request's and its MCP call's (lean-tracer.ts). */
+  readonly startSpan: StartSpan;
   /** Exports what is buffered and stops the SDK; resolves once done or `deadlineMs` has passed. */
   shutdown(deadlineMs: number): Promise<void>;
 }
