@@ -41,7 +41,7 @@ export type StartSpan = (name: string, kind: SpanKind, attributes: Attributes, p
  * Math.random and the times as arrays at the start, and builds an object of some thirty fields:
  * 6.6 KB allocated per traced request against 4.0 KB with this tracer (1.0 KB untraced). Measured
  * in `npm run bench` side by side (`BENCH_B_TRACED=1`, nine runs), the build before this tracer and
- * the request's light context (context-manager.ts) used 1.11× (1.04–1.17) the CPU per request.
+ * the request's light context (context-manager.ts) used 1.11× (1.02–1.17) the CPU per request.
  *
  * What it keeps of the SDK, so that the operator's settings mean the same for every span: the
  * sampler the SDK was given (OTEL_TRACES_SAMPLER and its argument), the resource and the
