@@ -19,12 +19,7 @@ import { hrTime, isTracingSuppressed, isTimeInputHrTime, timeInputToHrTime } fro
 import { tracing } from '@opentelemetry/sdk-node';
 import type { EncodableResource, EncodableScope, EncodableSpan } from './otlp-wire.ts';
 import { errorType } from './scrub.ts';
-
-/** What the span pipeline takes: a span it can write, and where it came from. */
-export interface PipelineSpan extends EncodableSpan {
-  readonly resource: EncodableResource;
-  readonly instrumentationScope: EncodableScope;
-}
+import type { PipelineSpan } from './span-pipeline.ts';
 
 /** Starts one of the proxy's own spans under `parent` (ROOT_CONTEXT for a new trace). */
 export type StartSpan = (name: string, kind: SpanKind, attributes: Attributes, parent: Context) => Span;

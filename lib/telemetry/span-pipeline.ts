@@ -9,11 +9,17 @@ import {
   writeSpan,
   type EncodableResource,
   type EncodableScope,
+  type EncodableSpan,
   type EncodedScopeSpans,
 } from './otlp-wire.ts';
-import type { PipelineSpan } from './lean-tracer.ts';
 import { BATCH_VARIABLES } from './tracing-settings.ts';
 import { parseInteger } from '../config/parse.ts';
+
+/** What the pipeline takes, from the SDK or the lean tracer: a span it can write, and its origin. */
+export interface PipelineSpan extends EncodableSpan {
+  readonly resource: EncodableResource;
+  readonly instrumentationScope: EncodableScope;
+}
 
 /** An export: an ExportTraceServiceRequest already encoded, and how many spans it holds. */
 export interface EncodedBatch {
